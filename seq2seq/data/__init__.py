@@ -1,0 +1,1 @@
+"""Corpora, tokenizers, the binarized cache, batching and collation."""

@@ -1,0 +1,150 @@
+"""Train and load SentencePiece models; the only place the pad/unk/bos/eos ids are defined.
+
+Every vocabulary, joint or separate, reserves the same four ids:
+
+    PAD_ID = 0   padding, never predicted and ignored by the loss
+    UNK_ID = 1   unknown piece (rare with byte fallback on)
+    BOS_ID = 2   start of the decoder input
+    EOS_ID = 3   end of every target sentence
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import sentencepiece
+
+from seq2seq.data.corpus import CorpusFiles, read_lines
+from seq2seq.errors import Seq2SeqError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """How to train the subword model(s).
+
+    Args:
+        vocab_size: pieces per vocabulary, the four special ids included.
+        model_type: SentencePiece algorithm, `unigram` (Kudo, 2018) or `bpe`.
+        joint: one vocabulary shared by source and target (allows shared embeddings).
+        character_coverage: share of characters covered by the vocabulary; the rest become unk
+            or bytes.
+        byte_fallback: spell unseen characters as UTF-8 byte pieces instead of unk.
+        seed: SentencePiece's random seed (sentence sampling), for reproducible vocabularies.
+        input_sentence_size: at most this many sentences are sampled for training.
+    """
+
+    vocab_size: int = 8000
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    joint: bool = True
+    character_coverage: float = 1.0
+    byte_fallback: bool = True
+    seed: int = 1
+    input_sentence_size: int = 1_000_000
+
+
+class Tokenizer:
+    """Source and target SentencePiece processors built from serialized model bytes."""
+
+    def __init__(self, src_model: bytes, tgt_model: bytes) -> None:
+        self.src_model = src_model
+        self.tgt_model = tgt_model
+        self.src = sentencepiece.SentencePieceProcessor(model_proto=src_model)
+        self.tgt = sentencepiece.SentencePieceProcessor(model_proto=tgt_model)
+
+    @property
+    def joint(self) -> bool:
+        return self.src_model == self.tgt_model
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt.get_piece_size()
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.src_model + b"\0" + self.tgt_model).hexdigest()
+
+    def encode_src(self, lines: list[str]) -> list[list[int]]:
+        return self.src.encode(lines)
+
+    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
+        return self.tgt.encode(lines)
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return self.tgt.decode(ids)
+
+    def save(self, directory: str | Path) -> None:
+        """Write `joint.model`, or `src.model` and `tgt.model`, into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, model in _model_files(self).items():
+            temporary = directory / f".{name}.tmp"
+            temporary.write_bytes(model)
+            temporary.replace(directory / name)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Tokenizer:
+        directory = Path(directory)
+        if (directory / "joint.model").is_file():
+            joint = (directory / "joint.model").read_bytes()
+            return cls(joint, joint)
+        if (directory / "src.model").is_file() and (directory / "tgt.model").is_file():
+            return cls(
+                (directory / "src.model").read_bytes(), (directory / "tgt.model").read_bytes()
+            )
+        raise Seq2SeqError(f"no tokenizer in {directory} (joint.model or src.model + tgt.model)")
+
+
+def _model_files(tokenizer: Tokenizer) -> dict[str, bytes]:
+    if tokenizer.joint:
+        return {"joint.model": tokenizer.src_model}
+    return {"src.model": tokenizer.src_model, "tgt.model": tokenizer.tgt_model}
+
+
+def train_tokenizer(corpora: list[CorpusFiles], config: TokenizerConfig) -> Tokenizer:
+    """Train on the training corpora only: both sides together when joint, else each side alone."""
+    if config.joint:
+        joint = _train_model(_sides(corpora, "src", "tgt"), config)
+        return Tokenizer(joint, joint)
+    return Tokenizer(
+        _train_model(_sides(corpora, "src"), config), _train_model(_sides(corpora, "tgt"), config)
+    )
+
+
+def _sides(corpora: list[CorpusFiles], *sides: str) -> Iterator[str]:
+    for corpus in corpora:
+        for side in sides:
+            yield from read_lines(getattr(corpus, side))
+
+
+def _train_model(sentences: Iterable[str], config: TokenizerConfig) -> bytes:
+    sentencepiece.set_random_generator_seed(config.seed)
+    model = io.BytesIO()
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=(line for line in sentences if line.strip()),
+            model_writer=model,
+            vocab_size=config.vocab_size,
+            model_type=config.model_type,
+            character_coverage=config.character_coverage,
+            byte_fallback=config.byte_fallback,
+            input_sentence_size=config.input_sentence_size,
+            shuffle_input_sentence=True,
+            num_threads=2,
+            minloglevel=2,
+            **SPECIAL_IDS,
+        )
+    except RuntimeError as error:  # SentencePiece reports bad settings this way
+        raise Seq2SeqError(f"SentencePiece training failed: {error}") from error
+    return model.getvalue()

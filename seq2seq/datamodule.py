@@ -1,0 +1,232 @@
+"""TranslationDataModule: corpora -> SentencePiece -> binarized caches -> token-bounded batches.
+
+`prepare_data` runs once per node (download, tokenizer training, encoding) and sets no
+attributes, since other ranks would never see them; `setup` runs on every rank and only opens
+what `prepare_data` wrote. Both find the same files because every path is derived from hashes
+of the inputs and the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from seq2seq.data.batch import collate
+from seq2seq.data.cache import EncodedCorpus, cache_key, encode_corpora
+from seq2seq.data.corpus import CorpusFiles, PairFilter, count_aligned_pairs
+from seq2seq.data.multi30k import multi30k_splits
+from seq2seq.data.sampler import TokenBatchSampler
+from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from seq2seq.errors import Seq2SeqError
+
+Split = Literal["train", "val", "test"]
+MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where every split's files are and where their derived artefacts go."""
+
+    corpora: dict[str, list[CorpusFiles]]
+    hashes: dict[str, list[str]]
+    tokenizer_dir: Path
+
+
+class TranslationDataModule(L.LightningDataModule):
+    """Parallel corpora for training, validation and testing.
+
+    Args:
+        src_lang: source language code; also the file suffix of source files.
+        tgt_lang: target language code; also the file suffix of target files.
+        corpus: `multi30k` (found locally or downloaded) or `files` (the paths below).
+        multi30k_dir: local Multi30k directory; default `$SEQ2SEQ_MULTI30K_DIR`, else download.
+        train: training corpora as path prefixes (`data/train` -> `data/train.de`), concatenated.
+        val: validation corpus prefix.
+        test: test corpus prefix.
+        data_dir: working directory for downloads, tokenizers and encoded caches.
+        vocab_size: SentencePiece pieces per vocabulary (special ids included).
+        tokenizer_type: SentencePiece algorithm, `unigram` or `bpe`.
+        joint_vocab: one vocabulary for both languages.
+        character_coverage: share of characters the vocabulary covers.
+        byte_fallback: spell unseen characters as bytes instead of unk.
+        max_length: training pairs with a side longer than this (in subwords) are dropped.
+        max_length_ratio: training pairs whose longer side exceeds this multiple of the shorter
+            are dropped.
+        max_tokens: training batch budget in tokens, padding included.
+        eval_max_tokens: validation/test batch budget in tokens, padding included.
+        seed: seed of the tokenizer and of the batch order.
+        encode_workers: processes that encode corpora (1: in this process).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        src_lang: str = "de",
+        tgt_lang: str = "en",
+        corpus: Literal["multi30k", "files"] = "multi30k",
+        multi30k_dir: str | None = None,
+        train: list[str] | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        data_dir: str = "data",
+        vocab_size: int = 8000,
+        tokenizer_type: Literal["unigram", "bpe"] = "unigram",
+        joint_vocab: bool = True,
+        character_coverage: float = 1.0,
+        byte_fallback: bool = True,
+        max_length: int = 100,
+        max_length_ratio: float = 3.0,
+        max_tokens: int = 2000,
+        eval_max_tokens: int = 4000,
+        seed: int = 1,
+        encode_workers: int = 2,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if max_tokens < max_length + 1:
+            raise Seq2SeqError(
+                f"max_tokens {max_tokens} cannot hold a pair of max_length {max_length}"
+            )
+        self.tokenizer_config = TokenizerConfig(
+            vocab_size=vocab_size,
+            model_type=tokenizer_type,
+            joint=joint_vocab,
+            character_coverage=character_coverage,
+            byte_fallback=byte_fallback,
+            seed=seed,
+        )
+        self.pair_filter = PairFilter(max_length=max_length, max_length_ratio=max_length_ratio)
+        self.tokenizer: Tokenizer | None = None
+        self.datasets: dict[str, EncodedCorpus] = {}
+
+    def prepare_data(self) -> None:
+        """Download, train the tokenizer, encode every split: rank-zero work, no attributes set."""
+        plan = self._plan()
+        tokenizer = self._load_or_train_tokenizer(plan)
+        for split in plan.corpora:
+            encoded = self._encode(plan, tokenizer, split)
+            if split == "train":
+                rank_zero_info(encoded.report.summary("train corpus"))
+
+    def setup(self, stage: str | None = None) -> None:
+        plan = self._plan()
+        if not (plan.tokenizer_dir / "ready").is_file():
+            raise Seq2SeqError(f"no tokenizer in {plan.tokenizer_dir}: run prepare_data first")
+        self.tokenizer = Tokenizer.load(plan.tokenizer_dir)
+        for split in _splits_for_stage(stage, plan):
+            self.datasets[split] = self._encode(plan, self.tokenizer, split)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.max_tokens, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.eval_max_tokens, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.eval_max_tokens, shuffle=False)
+
+    def statistics(self) -> dict[str, object]:
+        """Pairs, tokens and filter counts of every loaded split (after `setup`)."""
+        assert self.tokenizer is not None, "call setup() first"
+        splits = {}
+        for split, dataset in self.datasets.items():
+            splits[split] = {
+                "pairs": len(dataset),
+                "src_tokens": int(dataset.src_lengths.sum()),
+                "tgt_tokens": int(dataset.tgt_lengths.sum()),
+                "dropped": dataset.report.dropped,
+            }
+        return {
+            "src_vocab_size": self.tokenizer.src_vocab_size,
+            "tgt_vocab_size": self.tokenizer.tgt_vocab_size,
+            "splits": splits,
+        }
+
+    def _loader(self, split: str, max_tokens: int, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise Seq2SeqError(f"no {split} corpus was configured or set up")
+        dataset = self.datasets[split]
+        trainer = self._trainer
+        sampler = TokenBatchSampler(
+            dataset.src_lengths,
+            dataset.tgt_lengths,
+            max_tokens=max_tokens,
+            shuffle=shuffle,
+            seed=self.hparams.seed,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            equal_per_rank=shuffle,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def _plan(self) -> _Plan:
+        corpora = self._corpora()
+        hashes = {
+            split: [count_aligned_pairs(c)[0] for c in files] for split, files in corpora.items()
+        }
+        settings = repr(self.tokenizer_config).encode()
+        key = hashlib.sha256(settings + "|".join(hashes["train"]).encode()).hexdigest()[:24]
+        return _Plan(corpora, hashes, Path(self.hparams.data_dir) / "tokenizers" / key)
+
+    def _corpora(self) -> dict[str, list[CorpusFiles]]:
+        hp = self.hparams
+        if hp.corpus == "multi30k":
+            splits = multi30k_splits(hp.src_lang, hp.tgt_lang, hp.multi30k_dir, hp.data_dir)
+            return {split: [splits[name]] for split, name in MULTI30K_SPLITS.items()}
+        if not hp.train:
+            raise Seq2SeqError("corpus 'files' needs at least one training corpus (train)")
+        prefixes = {
+            "train": hp.train,
+            "val": [hp.val] if hp.val else [],
+            "test": [hp.test] if hp.test else [],
+        }
+        return {
+            split: [CorpusFiles.from_prefix(p, hp.src_lang, hp.tgt_lang) for p in names]
+            for split, names in prefixes.items()
+            if names
+        }
+
+    def _load_or_train_tokenizer(self, plan: _Plan) -> Tokenizer:
+        ready = plan.tokenizer_dir / "ready"
+        if ready.is_file():
+            return Tokenizer.load(plan.tokenizer_dir)
+        tokenizer = train_tokenizer(plan.corpora["train"], self.tokenizer_config)
+        tokenizer.save(plan.tokenizer_dir)
+        ready.touch()
+        return tokenizer
+
+    def _encode(self, plan: _Plan, tokenizer: Tokenizer, split: str) -> EncodedCorpus:
+        pair_filter = self.pair_filter if split == "train" else None
+        key = cache_key(plan.hashes[split], tokenizer, pair_filter)
+        directory = Path(self.hparams.data_dir) / "cache" / f"{split}-{key}"
+        encoded = encode_corpora(
+            directory, plan.corpora[split], tokenizer, pair_filter, self.hparams.encode_workers
+        )
+        if len(encoded) == 0:
+            raise Seq2SeqError(
+                f"no {split} pair is left after filtering: {encoded.report.summary(split)}"
+            )
+        return encoded
+
+    @property
+    def _trainer(self) -> L.Trainer | None:
+        return getattr(self, "trainer", None)
+
+
+def _splits_for_stage(stage: str | None, plan: _Plan) -> list[str]:
+    wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": []}
+    names = wanted.get(stage, ["train", "val", "test"]) if stage else ["train", "val", "test"]
+    return [name for name in names if name in plan.corpora]

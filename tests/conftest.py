@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny synthetic parallel corpus, its tokenizer, the local Multi30k copy."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from seq2seq.data.corpus import CorpusFiles
+from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+
+TINY_VOCAB_SIZE = 400
+
+
+def synthetic_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Pairs of made-up sentences: the target spells each source word backwards, capitalised."""
+    generator = random.Random(seed)
+    letters = "abcdefghiklmnoprstuvwyzäöü"
+    words = ["".join(generator.choices(letters, k=generator.randint(2, 7))) for _ in range(150)]
+    pairs = []
+    for _ in range(count):
+        sentence = generator.choices(words, k=generator.randint(3, 12))
+        pairs.append((" ".join(sentence), " ".join(w[::-1].capitalize() for w in sentence) + "."))
+    return pairs
+
+
+def write_corpus(prefix: Path, pairs: list[tuple[str, str]], gz: bool = False) -> CorpusFiles:
+    """Write `prefix.de` / `prefix.en` (gzipped when asked) and return them as CorpusFiles."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for side, lang in enumerate(("de", "en")):
+        path = Path(f"{prefix}.{lang}" + (".gz" if gz else ""))
+        text = "".join(pair[side] + "\n" for pair in pairs).encode()
+        path.write_bytes(gzip.compress(text) if gz else text)
+        paths.append(str(path))
+    return CorpusFiles(*paths)
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> dict[str, CorpusFiles]:
+    """train (600 pairs), val and test (40 each) under tmp_path/corpus."""
+    root = tmp_path / "corpus"
+    return {
+        "train": write_corpus(root / "train", synthetic_pairs(600, seed=1)),
+        "val": write_corpus(root / "val", synthetic_pairs(40, seed=2)),
+        "test": write_corpus(root / "test", synthetic_pairs(40, seed=3), gz=True),
+    }
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_corpus: dict[str, CorpusFiles]) -> Tokenizer:
+    return train_tokenizer([tiny_corpus["train"]], TokenizerConfig(vocab_size=TINY_VOCAB_SIZE))
+
+
+@pytest.fixture
+def multi30k_dir() -> Path:
+    """The local Multi30k copy named by SEQ2SEQ_MULTI30K_DIR (CI sets it)."""
+    directory = os.environ.get("SEQ2SEQ_MULTI30K_DIR")
+    if not directory:
+        pytest.skip("SEQ2SEQ_MULTI30K_DIR is not set")
+    return Path(directory)
