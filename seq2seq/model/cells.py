@@ -1,0 +1,138 @@
+"""One time step of an LSTM, GRU or tanh-RNN, with layer normalization switchable.
+
+Shapes: D directions (1, or 2 run side by side), B batch, T time, I input size, H hidden size,
+G gates (LSTM 4, GRU 3, RNN 1).
+
+Layer normalization follows Ba, Kiros & Hinton (2016), "Layer Normalization", eq. 20-22 for
+the LSTM: the input projection W x and the recurrent projection U h are normalized separately
+(each with its own gain), their sum gets one bias, and the cell state is normalized before the
+output tanh while the un-normalized cell is carried on:
+
+    gates = LN(W x; g_x) + LN(U h; g_h) + b
+    c_t   = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+    h_t   = sigmoid(o) * tanh(LN(c_t; g_c, b_c))
+
+The input half of `gates` depends on no earlier step, so callers compute it for all time steps
+at once (`input_gates`) and the loop runs only `step`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CellType = Literal["lstm", "gru", "rnn"]
+GATES: dict[str, int] = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+class RecurrentCell(nn.Module):
+    """Weights of D independent cells (D = 2: the two directions of a bidirectional layer).
+
+    Gate order along G*H is nn.LSTM's (i, f, g, o) and nn.GRU's (r, z, n), so that the fused
+    torch LSTM kernel can run on these very parameters.
+    """
+
+    def __init__(
+        self,
+        cell_type: CellType,
+        input_size: int,
+        hidden_size: int,
+        num_directions: int = 1,
+        layer_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if cell_type not in GATES:
+            raise ValueError(f"cell_type must be one of {', '.join(GATES)}, not {cell_type!r}")
+        self.cell_type = cell_type
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_directions = num_directions
+        self.layer_norm = layer_norm
+        gate_size = GATES[cell_type] * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(num_directions, gate_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(num_directions, gate_size, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(num_directions, gate_size))
+        if layer_norm:
+            self.input_norm_weight = nn.Parameter(torch.ones(num_directions, 1, gate_size))
+            self.hidden_norm_weight = nn.Parameter(torch.ones(num_directions, 1, gate_size))
+            if cell_type == "lstm":
+                self.cell_norm_weight = nn.Parameter(torch.ones(num_directions, 1, hidden_size))
+                self.cell_norm_bias = nn.Parameter(torch.zeros(num_directions, 1, hidden_size))
+        nn.init.xavier_uniform_(self.weight_ih)
+        nn.init.xavier_uniform_(self.weight_hh)
+
+    @property
+    def gate_size(self) -> int:
+        return self.weight_ih.shape[1]
+
+    def input_gates(self, projection: torch.Tensor) -> torch.Tensor:
+        """Finish the input half of the gates: (D, B, *, G*H) projection -> normalized + bias."""
+        if self.layer_norm:
+            shape = projection.shape
+            weight = self.input_norm_weight.view(shape[0], *([1] * (len(shape) - 2)), shape[-1])
+            projection = F.layer_norm(projection, (self.gate_size,)) * weight
+        bias = self.bias.view(self.num_directions, *([1] * (projection.dim() - 2)), self.gate_size)
+        return projection + bias
+
+    def project_input(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Input gates of every step in one GEMM: (B, T, I) -> (D, B, T, G*H)."""
+        batch, steps, _ = inputs.shape
+        weight = self.weight_ih.reshape(-1, self.input_size)  # (D*G*H, I)
+        projection = (inputs.reshape(-1, self.input_size) @ weight.t()).view(
+            batch, steps, self.num_directions, self.gate_size
+        )  # (B, T, D, G*H)
+        return self.input_gates(projection.permute(2, 0, 1, 3))  # (D, B, T, G*H)
+
+    def step(
+        self,
+        input_gates: torch.Tensor,
+        hidden: torch.Tensor,
+        cell: torch.Tensor | None,
+        recurrent_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One step: input gates (D, B, G*H), hidden and cell (D, B, H) -> new hidden and cell.
+
+        `recurrent_mask` (D, B, H) is the variational dropout mask on h(t-1), the same at every
+        step of a sequence (Gal & Ghahramani, 2016).
+        """
+        hidden_in = hidden if recurrent_mask is None else hidden * recurrent_mask
+        recurrent = torch.bmm(hidden_in, self.weight_hh.transpose(1, 2))  # (D, B, G*H)
+        if self.layer_norm:
+            recurrent = F.layer_norm(recurrent, (self.gate_size,)) * self.hidden_norm_weight
+        if self.cell_type == "lstm":
+            return self._lstm(input_gates, recurrent, cell)
+        if self.cell_type == "gru":
+            return self._gru(input_gates, recurrent, hidden), None
+        return torch.tanh(input_gates + recurrent), None
+
+    def _lstm(
+        self, input_gates: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.hidden_size
+        gates = input_gates + recurrent  # (D, B, 4H)
+        sigmoids = torch.sigmoid(gates)  # g's sigmoid is unused: one call beats three
+        input_gate, forget_gate = sigmoids[..., :size], sigmoids[..., size : 2 * size]
+        output_gate = sigmoids[..., 3 * size :]
+        candidate = torch.tanh(gates[..., 2 * size : 3 * size])
+        new_cell = torch.addcmul(input_gate * candidate, forget_gate, cell)  # (D, B, H)
+        shown = new_cell
+        if self.layer_norm:
+            shown = torch.addcmul(
+                self.cell_norm_bias, F.layer_norm(new_cell, (size,)), self.cell_norm_weight
+            )
+        return output_gate * torch.tanh(shown), new_cell
+
+    def _gru(
+        self, input_gates: torch.Tensor, recurrent: torch.Tensor, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """nn.GRU's equations, with the candidate's recurrent bias folded into the one bias."""
+        size = self.hidden_size
+        reset_update = torch.sigmoid(input_gates[..., : 2 * size] + recurrent[..., : 2 * size])
+        reset, update = reset_update[..., :size], reset_update[..., size:]
+        candidate = torch.tanh(
+            torch.addcmul(input_gates[..., 2 * size :], reset, recurrent[..., 2 * size :])
+        )
+        return torch.lerp(candidate, hidden, update)  # (1 - z) * n + z * h

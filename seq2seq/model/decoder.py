@@ -1,0 +1,195 @@
+"""Decoder with Bahdanau attention: teacher-forced forward for training, `step` for search.
+
+Shapes: B batch, S source length, T target length, E embedding size, H decoder hidden size,
+M memory size (2 x encoder hidden), A attention size, V vocabulary, L decoder layers.
+
+At step i the attention reads the memory with the previous top state s(i-1) (Bahdanau et al.,
+2015); the first layer is fed [y(i-1); c(i)], higher layers the state below; the output is
+a "deep output" (their eq. A.1.2, tanh instead of maxout): tanh(W [s(i); c(i); y(i-1)]) projected
+to the vocabulary, optionally with the target embedding matrix (Press & Wolf, 2017).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from seq2seq.model.attention import BahdanauAttention, padding_bias
+from seq2seq.model.cells import CellType, RecurrentCell
+from seq2seq.model.dropout import sequence_mask, variational_dropout, word_dropout
+from seq2seq.model.encoder import EncoderOutput
+
+
+@dataclass
+class DecoderState:
+    """Everything a decoding step needs; `reorder` selects or repeats batch rows (beams)."""
+
+    hidden: tuple[torch.Tensor, ...]  # L x (1, B, H)
+    cell: tuple[torch.Tensor, ...]  # L x (1, B, H); empty unless LSTM
+    memory: torch.Tensor  # (B, S, M)
+    keys: torch.Tensor  # (B, S, A) projected once per sentence
+    padding_bias: torch.Tensor  # (B, S) 0 at tokens, -inf at padding
+
+    def reorder(self, index: torch.Tensor) -> DecoderState:
+        """Rows `index` (B',) of every tensor: beam expansion, pruning and reordering."""
+        values = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                values[field.name] = tuple(v.index_select(1, index) for v in value)
+            else:
+                values[field.name] = value.index_select(0, index)
+        return DecoderState(**values)
+
+
+@dataclass
+class _StepMasks:
+    """Variational dropout masks, sampled once per sequence for a whole teacher-forced pass."""
+
+    recurrent: list[torch.Tensor | None]  # L x (1, B, H)
+    between_layers: list[torch.Tensor | None]  # (L - 1) x (B, H)
+
+
+class Decoder(nn.Module):
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        memory_size: int,
+        hidden_size: int,
+        num_layers: int,
+        attention_size: int,
+        cell_type: CellType,
+        layer_norm: bool,
+        embedding_dropout: float,
+        dropout: float,
+        recurrent_dropout: float,
+        tie_embeddings: bool,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        embedding_size, vocab_size = embedding.embedding_dim, embedding.num_embeddings
+        self.embedding_dropout = embedding_dropout
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.hidden_size = hidden_size
+        self.attention = BahdanauAttention(hidden_size, memory_size, attention_size)
+        input_sizes = [embedding_size + memory_size] + [hidden_size] * (num_layers - 1)
+        self.cells = nn.ModuleList(
+            RecurrentCell(cell_type, size, hidden_size, 1, layer_norm) for size in input_sizes
+        )
+        self.bridge = nn.Linear(memory_size, num_layers * hidden_size)
+        self.pre_output = nn.Linear(hidden_size + memory_size + embedding_size, embedding_size)
+        self.output = nn.Linear(embedding_size, vocab_size)
+        if tie_embeddings:
+            self.output.weight = embedding.weight
+
+    def initial_state(self, encoded: EncoderOutput) -> DecoderState:
+        """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero."""
+        batch = encoded.memory.shape[0]
+        bridged = torch.tanh(self.bridge(encoded.final_hidden))  # (B, L*H)
+        hidden = tuple(bridged.view(batch, len(self.cells), -1).transpose(0, 1).unsqueeze(1))
+        is_lstm = self.cells[0].cell_type == "lstm"
+        return DecoderState(
+            hidden=hidden,
+            cell=tuple(torch.zeros_like(h) for h in hidden) if is_lstm else (),
+            memory=encoded.memory,
+            keys=self.attention.project_memory(encoded.memory),
+            padding_bias=padding_bias(encoded.src_mask, encoded.memory.dtype),
+        )
+
+    def forward(self, state: DecoderState, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V)."""
+        embedded = self._embed(tgt_in)  # (B, T, E)
+        embedding_projection = embedded @ self._embedding_weight().t()  # (B, T, G*H), hoisted
+        masks = self._masks(tgt_in.shape[0], embedded)
+        tops, contexts = [], []
+        for step in range(tgt_in.shape[1]):
+            context, _ = self._attend(state)
+            state = self._advance(state, embedding_projection[:, step], context, masks)
+            tops.append(state.hidden[-1][0])
+            contexts.append(context)
+        return self._logits(torch.stack(tops, 1), torch.stack(contexts, 1), embedded)
+
+    def step(
+        self, state: DecoderState, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        """One step from previous tokens (B,): logits (B, V), next state, attention (B, S)."""
+        embedded = self._embed(tokens.unsqueeze(1))  # (B, 1, E)
+        context, weights = self._attend(state)
+        no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
+        projection = embedded[:, 0] @ self._embedding_weight().t()  # (B, G*H)
+        state = self._advance(state, projection, context, no_dropout)
+        logits = self._logits(state.hidden[-1][0].unsqueeze(1), context.unsqueeze(1), embedded)
+        return logits.squeeze(1), state, weights
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        embedded = self.embedding(tokens)  # (B, T, E)
+        vocab_size = self.embedding.num_embeddings
+        embedded = word_dropout(embedded, tokens, vocab_size, self.embedding_dropout, self.training)
+        return variational_dropout(embedded, self.dropout, self.training)
+
+    def _embedding_weight(self) -> torch.Tensor:
+        """The first layer's input weights for y(i-1): (G*H, E)."""
+        return self.cells[0].weight_ih[0, :, : self.embedding.embedding_dim]
+
+    def _attend(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        query = state.hidden[-1][0]  # (B, H): s(i-1)
+        return self.attention(query, state.keys, state.memory, state.padding_bias)
+
+    def _masks(self, batch: int, like: torch.Tensor) -> _StepMasks:
+        size, layers = self.hidden_size, len(self.cells)
+        return _StepMasks(
+            recurrent=[
+                sequence_mask((1, batch, size), self.recurrent_dropout, like, self.training)
+                for _ in range(layers)
+            ],
+            between_layers=[
+                sequence_mask((batch, size), self.dropout, like, self.training)
+                for _ in range(layers - 1)
+            ],
+        )
+
+    def _advance(
+        self,
+        state: DecoderState,
+        embedding_projection: torch.Tensor,
+        context: torch.Tensor,
+        masks: _StepMasks,
+    ) -> DecoderState:
+        """Run every layer one step; embedding_projection (B, G*H), context (B, M)."""
+        first = self.cells[0]
+        embedding_size = self.embedding.embedding_dim
+        projection = embedding_projection + context @ first.weight_ih[0, :, embedding_size:].t()
+        hidden, cell = [], []
+        layer_input = None
+        for layer, module in enumerate(self.cells):
+            if layer > 0:
+                layer_input = _masked(layer_input, masks.between_layers[layer - 1])
+                projection = layer_input @ module.weight_ih[0].t()  # (B, G*H)
+            previous_cell = state.cell[layer] if state.cell else None
+            new_hidden, new_cell = module.step(
+                module.input_gates(projection.unsqueeze(0)),
+                state.hidden[layer],
+                previous_cell,
+                masks.recurrent[layer],
+            )
+            hidden.append(new_hidden)
+            if new_cell is not None:
+                cell.append(new_cell)
+            layer_input = new_hidden[0]  # (B, H)
+        return DecoderState(
+            tuple(hidden), tuple(cell), state.memory, state.keys, state.padding_bias
+        )
+
+    def _logits(
+        self, top: torch.Tensor, context: torch.Tensor, embedded: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T, H), (B, T, M), (B, T, E) -> (B, T, V), for all steps in one GEMM."""
+        pre_output = torch.tanh(self.pre_output(torch.cat((top, context, embedded), dim=-1)))
+        return self.output(variational_dropout(pre_output, self.dropout, self.training))
+
+
+def _masked(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return values if mask is None else values * mask

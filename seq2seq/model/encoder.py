@@ -1,0 +1,73 @@
+"""Encoder: embeddings -> bidirectional recurrent layers -> memory and final states.
+
+Shapes: B batch, S source length, E embedding size, H hidden size per direction, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from seq2seq.model.cells import CellType
+from seq2seq.model.dropout import variational_dropout, word_dropout
+from seq2seq.model.recurrent import RecurrentLayer
+
+
+class EncoderOutput(NamedTuple):
+    memory: torch.Tensor  # (B, S, 2H) top layer outputs, zero at padding
+    src_mask: torch.Tensor  # (B, S) True at real tokens
+    final_hidden: (
+        torch.Tensor
+    )  # (B, 2H) top layer: forward at the last token, backward at the first
+
+
+class Encoder(nn.Module):
+    """A stack of bidirectional recurrent layers over source embeddings.
+
+    Variational dropout: word types dropped from the embeddings (`embedding_dropout`), one mask
+    per sequence on the input of every layer and on the memory (`dropout`), and one on h(t-1)
+    inside every layer (`recurrent_dropout`).
+    """
+
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        hidden_size: int,
+        num_layers: int,
+        cell_type: CellType,
+        layer_norm: bool,
+        embedding_dropout: float,
+        dropout: float,
+        recurrent_dropout: float,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.embedding_dropout = embedding_dropout
+        self.dropout = dropout
+        input_sizes = [embedding.embedding_dim] + [2 * hidden_size] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            RecurrentLayer(cell_type, size, hidden_size, True, layer_norm, recurrent_dropout, fused)
+            for size in input_sizes
+        )
+
+    @property
+    def output_size(self) -> int:
+        return 2 * self.layers[0].cell.hidden_size
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
+        """src (B, S) ids, src_lengths (B,) with 1 <= length <= S."""
+        embedded = self.embedding(src)  # (B, S, E)
+        embedded = word_dropout(
+            embedded, src, self.embedding.num_embeddings, self.embedding_dropout, self.training
+        )
+        states = variational_dropout(embedded, self.dropout, self.training)
+        for layer in self.layers:
+            layer_output = layer(states, src_lengths)
+            states = variational_dropout(layer_output.outputs, self.dropout, self.training)
+        final_hidden = layer_output.hidden.transpose(0, 1).reshape(src.shape[0], -1)  # (B, 2H)
+        positions = torch.arange(src.shape[1], device=src.device)  # (S,)
+        src_mask = positions < src_lengths.to(src.device).unsqueeze(1)  # (B, S)
+        return EncoderOutput(states, src_mask, final_hidden)

@@ -1,0 +1,152 @@
+"""Run a recurrent cell over a padded batch: input projections hoisted, directions batched.
+
+Shapes: D directions, B batch, T time, I input size, H hidden size, G gates.
+
+Speed by design:
+- the input half of every gate for every step is one GEMM before the loop (`project_input`);
+  the loop holds only the recurrent GEMM and pointwise work;
+- the two directions of a bidirectional layer run in the same loop as one batched GEMM: the
+  backward direction reads each sequence reversed within its own length, so both directions
+  start at a real token and padding always comes last;
+- padding is handled by holding the state where a sequence has ended, and only from the first
+  step at which some sequence has ended (length-bucketed batches rarely need it);
+- with layer norm and recurrent dropout off, an LSTM runs torch's fused kernel on the very same
+  parameters (`torch.lstm`, the function behind nn.LSTM).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from seq2seq.model.cells import CellType, RecurrentCell
+from seq2seq.model.dropout import sequence_mask
+
+
+class LayerOutput(NamedTuple):
+    outputs: torch.Tensor  # (B, T, D*H), zero at padded positions
+    hidden: torch.Tensor  # (D, B, H) at each sequence's last real token
+    cell: torch.Tensor | None  # (D, B, H), LSTM only
+
+
+def reverse_within_lengths(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, T) time index reading each sequence backwards; padded positions map to themselves."""
+    positions = torch.arange(steps, device=lengths.device)  # (T,)
+    reversed_positions = lengths.unsqueeze(1) - 1 - positions  # (B, T)
+    return torch.where(reversed_positions >= 0, reversed_positions, positions)
+
+
+def gather_time(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values (B, T, F) reordered along time by index (B, T)."""
+    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+
+class RecurrentLayer(nn.Module):
+    """One uni- or bidirectional recurrent layer with layer norm and variational recurrent dropout.
+
+    Args:
+        cell_type: `lstm`, `gru` or `rnn` (tanh).
+        input_size: features of each input step.
+        hidden_size: features of the state, per direction.
+        bidirectional: also read each sequence backwards and concatenate both outputs.
+        layer_norm: layer-normalize the cell (Ba et al., 2016).
+        recurrent_dropout: variational dropout rate on h(t-1), one mask per sequence.
+        fused: use torch's fused LSTM kernel; default: whenever it computes the same function
+            (LSTM, no layer norm, no recurrent dropout).
+    """
+
+    def __init__(
+        self,
+        cell_type: CellType,
+        input_size: int,
+        hidden_size: int,
+        bidirectional: bool = False,
+        layer_norm: bool = True,
+        recurrent_dropout: float = 0.0,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.cell = RecurrentCell(
+            cell_type, input_size, hidden_size, 2 if bidirectional else 1, layer_norm
+        )
+        self.recurrent_dropout = recurrent_dropout
+        can_fuse = cell_type == "lstm" and not layer_norm and recurrent_dropout == 0.0
+        if fused and not can_fuse:
+            raise ValueError(
+                "the fused kernel needs an LSTM without layer norm or recurrent dropout"
+            )
+        self.fused = can_fuse if fused is None else fused
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
+        """inputs (B, T, I), lengths (B,) with 1 <= length <= T."""
+        if self.fused:
+            return self._fused(inputs, lengths)
+        return self._loop(inputs, lengths)
+
+    def _loop(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
+        cell_module = self.cell
+        batch, steps, _ = inputs.shape
+        directions, size = cell_module.num_directions, cell_module.hidden_size
+        gates = cell_module.project_input(inputs)  # (D, B, T, G*H)
+        if directions == 2:
+            backward_order = reverse_within_lengths(lengths, steps)  # (B, T)
+            gates = torch.stack((gates[0], gather_time(gates[1], backward_order)))
+        hidden = inputs.new_zeros(directions, batch, size)  # (D, B, H)
+        cell = (
+            inputs.new_zeros(directions, batch, size) if cell_module.cell_type == "lstm" else None
+        )
+        mask = sequence_mask(
+            (directions, batch, size), self.recurrent_dropout, inputs, self.training
+        )
+        running = torch.arange(steps, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
+        shortest = int(lengths.min())
+        outputs = []
+        for step in range(steps):
+            new_hidden, new_cell = cell_module.step(gates[:, :, step], hidden, cell, mask)
+            if step >= shortest:  # some sequences have ended: hold their state
+                active = running[step].view(1, batch, 1)
+                new_hidden = torch.where(active, new_hidden, hidden)
+                new_cell = None if cell is None else torch.where(active, new_cell, cell)
+            hidden, cell = new_hidden, new_cell
+            outputs.append(hidden)
+        stacked = torch.stack(outputs, dim=2)  # (D, B, T, H)
+        if steps > shortest:
+            stacked = stacked * running.t().unsqueeze(-1)  # zero past each end
+        if directions == 2:
+            stacked = torch.stack((stacked[0], gather_time(stacked[1], backward_order)))
+        return LayerOutput(stacked.permute(1, 2, 0, 3).reshape(batch, steps, -1), hidden, cell)
+
+    def _fused(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
+        cell_module = self.cell
+        directions, size = cell_module.num_directions, cell_module.hidden_size
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        no_bias = torch.zeros_like(cell_module.bias[0])  # torch's kernel adds two biases
+        weights = []
+        for direction in range(directions):
+            weights += [
+                cell_module.weight_ih[direction],
+                cell_module.weight_hh[direction],
+                cell_module.bias[direction],
+                no_bias,
+            ]
+        initial = inputs.new_zeros(directions, inputs.shape[0], size)
+        data, hidden, cell = torch.lstm(
+            packed.data,
+            packed.batch_sizes,
+            (initial, initial),
+            weights,
+            True,  # has_biases
+            1,  # num_layers
+            0.0,  # dropout
+            self.training,
+            directions == 2,
+        )
+        restored = PackedSequence(
+            data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+        )
+        outputs, _ = pad_packed_sequence(restored, batch_first=True, total_length=inputs.shape[1])
+        order = packed.unsorted_indices
+        return LayerOutput(outputs, hidden.index_select(1, order), cell.index_select(1, order))

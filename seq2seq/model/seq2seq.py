@@ -1,0 +1,125 @@
+"""Seq2Seq: encode() once, forward() for teacher-forced training, step() for search.
+
+Shapes: B batch, S source length, T target length, V target vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from seq2seq.model.cells import CellType
+from seq2seq.model.decoder import Decoder, DecoderState
+from seq2seq.model.encoder import Encoder, EncoderOutput
+from seq2seq.model.initialization import RecurrentInit, initialize
+
+
+class StepOutput(NamedTuple):
+    log_probs: torch.Tensor  # (B, V)
+    state: DecoderState
+    attention: torch.Tensor  # (B, S)
+
+
+class Seq2Seq(nn.Module):
+    """Bidirectional recurrent encoder, Bahdanau attention, recurrent decoder.
+
+    Args:
+        src_vocab_size: source vocabulary size.
+        tgt_vocab_size: target vocabulary size.
+        pad_id: id of padding, whose embedding stays zero.
+        embedding_size: source and target embedding size.
+        encoder_hidden_size: encoder state size per direction.
+        encoder_layers: bidirectional encoder layers.
+        decoder_hidden_size: decoder state size.
+        decoder_layers: decoder layers.
+        attention_size: size of the additive attention's hidden layer.
+        cell_type: `lstm`, `gru` or `rnn` (tanh), for encoder and decoder.
+        layer_norm: layer normalization inside every recurrent cell.
+        embedding_dropout: rate of word types dropped per sentence from the embeddings.
+        dropout: variational dropout on every layer's input and output, one mask per sentence.
+        recurrent_dropout: variational dropout on h(t-1), one mask per sentence and layer.
+        tie_embeddings: the output projection reuses the target embedding matrix.
+        share_embeddings: source and target share one embedding matrix (joint vocabulary).
+        forget_bias: initial LSTM forget-gate bias.
+        recurrent_init: `orthogonal` or `xavier` initial recurrent weights.
+        fused_encoder: run encoder LSTMs with torch's fused kernel; default: whenever equivalent
+            (no layer norm, no recurrent dropout).
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        pad_id: int = 0,
+        embedding_size: int = 256,
+        encoder_hidden_size: int = 256,
+        encoder_layers: int = 1,
+        decoder_hidden_size: int = 512,
+        decoder_layers: int = 1,
+        attention_size: int = 256,
+        cell_type: CellType = "lstm",
+        layer_norm: bool = True,
+        embedding_dropout: float = 0.1,
+        dropout: float = 0.3,
+        recurrent_dropout: float = 0.1,
+        tie_embeddings: bool = True,
+        share_embeddings: bool = False,
+        forget_bias: float = 1.0,
+        recurrent_init: RecurrentInit = "orthogonal",
+        fused_encoder: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError("share_embeddings needs one joint vocabulary (equal vocabulary sizes)")
+        src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=pad_id)
+        tgt_embedding = (
+            src_embedding
+            if share_embeddings
+            else nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=pad_id)
+        )
+        dropouts = {
+            "embedding_dropout": embedding_dropout,
+            "dropout": dropout,
+            "recurrent_dropout": recurrent_dropout,
+        }
+        self.encoder = Encoder(
+            src_embedding,
+            encoder_hidden_size,
+            encoder_layers,
+            cell_type,
+            layer_norm,
+            fused=fused_encoder,
+            **dropouts,
+        )
+        self.decoder = Decoder(
+            tgt_embedding,
+            self.encoder.output_size,
+            decoder_hidden_size,
+            decoder_layers,
+            attention_size,
+            cell_type,
+            layer_norm,
+            tie_embeddings=tie_embeddings,
+            **dropouts,
+        )
+        initialize(self, forget_bias, recurrent_init)
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
+        """src (B, S), src_lengths (B,) -> memory, mask and final states."""
+        return self.encoder(src, src_lengths)
+
+    def initial_state(self, encoded: EncoderOutput) -> DecoderState:
+        return self.decoder.initial_state(encoded)
+
+    def forward(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V)."""
+        return self.decoder(self.initial_state(self.encode(src, src_lengths)), tgt_in)
+
+    def step(self, state: DecoderState, tokens: torch.Tensor) -> StepOutput:
+        """The search API: previous tokens (B,) -> log-probabilities (B, V), state, attention."""
+        logits, state, attention = self.decoder.step(state, tokens)
+        return StepOutput(torch.log_softmax(logits, dim=-1), state, attention)

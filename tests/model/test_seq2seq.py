@@ -1,0 +1,193 @@
+import pytest
+import torch
+
+from seq2seq.model.cells import GATES
+from seq2seq.model.seq2seq import Seq2Seq
+
+SMALL = dict(embedding_size=16, encoder_hidden_size=12, decoder_hidden_size=20, attention_size=10)
+
+
+def small_model(**overrides) -> Seq2Seq:
+    torch.manual_seed(0)
+    return Seq2Seq(src_vocab_size=50, tgt_vocab_size=60, **{**SMALL, **overrides}).double()
+
+
+def source_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(2)
+    lengths = torch.tensor([7, 3, 5])
+    src = torch.randint(4, 50, (3, 7))
+    src[torch.arange(7) >= lengths.unsqueeze(1)] = 0
+    return src, lengths
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_teacher_forcing_equals_step_by_step(cell_type: str, layers: int) -> None:
+    model = small_model(cell_type=cell_type, encoder_layers=layers, decoder_layers=layers).eval()
+    src, lengths = source_batch()
+    tgt_in = torch.randint(4, 60, (3, 6))
+    with torch.no_grad():
+        teacher_forced = torch.log_softmax(model(src, lengths, tgt_in), dim=-1)
+        state = model.initial_state(model.encode(src, lengths))
+        steps = []
+        for position in range(tgt_in.shape[1]):
+            log_probs, state, attention = model.step(state, tgt_in[:, position])
+            steps.append(log_probs)
+    torch.testing.assert_close(torch.stack(steps, 1), teacher_forced)
+    assert attention.shape == (3, 7)
+    assert attention[1, 3:].abs().max().item() == 0.0
+
+
+def test_a_sentence_alone_and_inside_a_padded_batch_give_the_same_result() -> None:
+    model = small_model(encoder_layers=2).eval()
+    src, lengths = source_batch()
+    tgt_in = torch.randint(4, 60, (3, 4))
+    with torch.no_grad():
+        batched = model(src, lengths, tgt_in)
+        encoded = model.encode(src, lengths)
+        for row, length in enumerate(lengths.tolist()):
+            alone = model(
+                src[row : row + 1, :length], lengths[row : row + 1], tgt_in[row : row + 1]
+            )
+            torch.testing.assert_close(batched[row], alone[0])
+            memory = model.encode(src[row : row + 1, :length], lengths[row : row + 1]).memory
+            torch.testing.assert_close(encoded.memory[row, :length], memory[0])
+
+
+def test_state_reorder_selects_and_repeats_rows() -> None:
+    model = small_model(decoder_layers=2).eval()
+    src, lengths = source_batch()
+    tokens = torch.tensor([5, 6, 7])
+    index = torch.tensor([2, 2, 0, 1])
+    with torch.no_grad():
+        state = model.initial_state(model.encode(src, lengths))
+        direct, _, _ = model.step(state, tokens)
+        reordered, _, _ = model.step(state.reorder(index), tokens[index])
+    torch.testing.assert_close(reordered, direct[index])
+
+
+def expected_parameters(
+    src_vocab: int,
+    tgt_vocab: int,
+    embedding: int,
+    encoder: int,
+    encoder_layers: int,
+    decoder: int,
+    decoder_layers: int,
+    attention: int,
+    cell_type: str,
+    layer_norm: bool,
+    tie: bool,
+    share: bool,
+) -> int:
+    gates = GATES[cell_type]
+
+    def cell(inputs: int, hidden: int, directions: int) -> int:
+        weights = gates * hidden * (inputs + hidden + 1)
+        norms = 2 * gates * hidden + (2 * hidden if cell_type == "lstm" else 0)
+        return directions * (weights + (norms if layer_norm else 0))
+
+    memory = 2 * encoder
+    total = src_vocab * embedding + (0 if share else tgt_vocab * embedding)
+    total += sum(cell(embedding if i == 0 else memory, encoder, 2) for i in range(encoder_layers))
+    total += sum(
+        cell(embedding + memory if i == 0 else decoder, decoder, 1) for i in range(decoder_layers)
+    )
+    total += memory * attention + decoder * attention + attention + attention  # U, W + b, v
+    total += memory * decoder_layers * decoder + decoder_layers * decoder  # bridge
+    total += (decoder + memory + embedding) * embedding + embedding  # deep output
+    total += (0 if tie else embedding * tgt_vocab) + tgt_vocab  # vocabulary projection
+    return total
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(cell_type="gru", layer_norm=False, tie_embeddings=False),
+        dict(cell_type="rnn", encoder_layers=2, decoder_layers=3, share_embeddings=True),
+    ],
+)
+def test_parameter_count_matches_the_formula(options: dict) -> None:
+    vocab = 60 if options.get("share_embeddings") else 50
+    model = Seq2Seq(src_vocab_size=vocab, tgt_vocab_size=60, **SMALL, **options)
+    expected = expected_parameters(
+        vocab,
+        60,
+        16,
+        12,
+        options.get("encoder_layers", 1),
+        20,
+        options.get("decoder_layers", 1),
+        10,
+        options.get("cell_type", "lstm"),
+        options.get("layer_norm", True),
+        options.get("tie_embeddings", True),
+        options.get("share_embeddings", False),
+    )
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_reference_model_size() -> None:
+    model = Seq2Seq(8000, 8000)  # emb 256, bi-LSTM 256, decoder 512, attention 256, tied
+    count = sum(p.numel() for p in model.parameters())
+    assert count == expected_parameters(
+        8000, 8000, 256, 256, 1, 512, 1, 256, "lstm", True, True, False
+    )
+
+
+def test_tied_and_shared_embeddings_are_one_tensor() -> None:
+    model = Seq2Seq(60, 60, tie_embeddings=True, share_embeddings=False, **SMALL)
+    assert model.decoder.output.weight is model.decoder.embedding.weight
+    assert model.encoder.embedding is not model.decoder.embedding
+    shared = Seq2Seq(60, 60, share_embeddings=True, **SMALL)
+    assert shared.encoder.embedding is shared.decoder.embedding
+    with pytest.raises(ValueError, match="share_embeddings needs one joint vocabulary"):
+        Seq2Seq(50, 60, share_embeddings=True)
+
+
+def test_initialization() -> None:
+    model = Seq2Seq(50, 60, forget_bias=1.0, **SMALL)
+    cell = model.encoder.layers[0].cell
+    size = cell.hidden_size
+    for direction in range(2):
+        for gate in range(4):
+            block = cell.weight_hh[direction, gate * size : (gate + 1) * size]
+            torch.testing.assert_close(block @ block.t(), torch.eye(size), atol=1e-5, rtol=0)
+    assert torch.equal(cell.bias[:, size : 2 * size], torch.ones(2, size))
+    assert cell.bias[:, :size].abs().max() == 0 and cell.bias[:, 2 * size :].abs().max() == 0
+    assert model.encoder.embedding.weight[0].abs().max() == 0
+
+
+def test_learns_to_reverse_sequences() -> None:
+    """A learning test: a small model overfits reversal of random sequences in a few seconds."""
+    torch.manual_seed(0)
+    vocab, length, batch = 12, 6, 64
+    model = Seq2Seq(
+        vocab,
+        vocab,
+        embedding_size=32,
+        encoder_hidden_size=32,
+        decoder_hidden_size=64,
+        attention_size=32,
+        embedding_dropout=0.0,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    src = torch.randint(4, vocab, (batch, length))
+    lengths = torch.full((batch,), length)
+    tgt_out = src.flip(1)
+    tgt_in = torch.cat((torch.full((batch, 1), 2), tgt_out[:, :-1]), dim=1)
+    for _ in range(150):
+        optimizer.zero_grad()
+        logits = model(src, lengths, tgt_in)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), tgt_out.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    assert loss.item() < 0.05
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(src, lengths, tgt_in).argmax(-1) == tgt_out).float().mean().item()
+    assert accuracy == 1.0
