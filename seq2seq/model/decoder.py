@@ -102,12 +102,15 @@ class Decoder(nn.Module):
     def forward(self, state: DecoderState, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V)."""
         embedded = self._embed(tgt_in)  # (B, T, E)
-        embedding_projection = embedded @ self._embedding_weight().t()  # (B, T, G*H), hoisted
+        input_weights = self._input_weights()
+        embedding_projection = embedded @ input_weights[0].t()  # (B, T, G*H), hoisted
         masks = self._masks(tgt_in.shape[0], embedded)
         tops, contexts = [], []
-        for step in range(tgt_in.shape[1]):
+        # unbind once, weights sliced once: indexing inside the loop would make backward
+        # zero-fill a full-size gradient at every step
+        for step_projection in embedding_projection.unbind(1):
             context, _ = self._attend(state)
-            state = self._advance(state, embedding_projection[:, step], context, masks)
+            state = self._advance(state, step_projection, context, input_weights[1:], masks)
             tops.append(state.hidden[-1][0])
             contexts.append(context)
         return self._logits(torch.stack(tops, 1), torch.stack(contexts, 1), embedded)
@@ -119,8 +122,9 @@ class Decoder(nn.Module):
         embedded = self._embed(tokens.unsqueeze(1))  # (B, 1, E)
         context, weights = self._attend(state)
         no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
-        projection = embedded[:, 0] @ self._embedding_weight().t()  # (B, G*H)
-        state = self._advance(state, projection, context, no_dropout)
+        input_weights = self._input_weights()
+        projection = embedded[:, 0] @ input_weights[0].t()  # (B, G*H)
+        state = self._advance(state, projection, context, input_weights[1:], no_dropout)
         logits = self._logits(state.hidden[-1][0].unsqueeze(1), context.unsqueeze(1), embedded)
         return logits.squeeze(1), state, weights
 
@@ -130,9 +134,13 @@ class Decoder(nn.Module):
         embedded = word_dropout(embedded, tokens, vocab_size, self.embedding_dropout, self.training)
         return variational_dropout(embedded, self.dropout, self.training)
 
-    def _embedding_weight(self) -> torch.Tensor:
-        """The first layer's input weights for y(i-1): (G*H, E)."""
-        return self.cells[0].weight_ih[0, :, : self.embedding.embedding_dim]
+    def _input_weights(self) -> list[torch.Tensor]:
+        """Input weights sliced once per pass: first layer's for y(i-1) (G*H, E) and for c(i)
+        (G*H, M), then each higher layer's (G*H, H)."""
+        first = self.cells[0].weight_ih[0]  # (G*H, E + M)
+        embedding_size = self.embedding.embedding_dim
+        higher = [cell.weight_ih[0] for cell in self.cells[1:]]
+        return [first[:, :embedding_size], first[:, embedding_size:], *higher]
 
     def _attend(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         query = state.hidden[-1][0]  # (B, H): s(i-1)
@@ -156,18 +164,20 @@ class Decoder(nn.Module):
         state: DecoderState,
         embedding_projection: torch.Tensor,
         context: torch.Tensor,
+        input_weights: list[torch.Tensor],
         masks: _StepMasks,
     ) -> DecoderState:
-        """Run every layer one step; embedding_projection (B, G*H), context (B, M)."""
-        first = self.cells[0]
-        embedding_size = self.embedding.embedding_dim
-        projection = embedding_projection + context @ first.weight_ih[0, :, embedding_size:].t()
+        """Run every layer one step.
+
+        embedding_projection (B, G*H), context (B, M), `input_weights` = `_input_weights()[1:]`.
+        """
+        projection = embedding_projection + context @ input_weights[0].t()  # (B, G*H)
         hidden, cell = [], []
         layer_input = None
         for layer, module in enumerate(self.cells):
             if layer > 0:
                 layer_input = _masked(layer_input, masks.between_layers[layer - 1])
-                projection = layer_input @ module.weight_ih[0].t()  # (B, G*H)
+                projection = layer_input @ input_weights[layer].t()  # (B, G*H)
             previous_cell = state.cell[layer] if state.cell else None
             new_hidden, new_cell = module.step(
                 module.input_gates(projection.unsqueeze(0)),

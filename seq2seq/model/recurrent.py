@@ -104,8 +104,10 @@ class RecurrentLayer(nn.Module):
         running = torch.arange(steps, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
         shortest = int(lengths.min())
         outputs = []
-        for step in range(steps):
-            new_hidden, new_cell = cell_module.step(gates[:, :, step], hidden, cell, mask)
+        # unbind once: indexing gates[:, :, step] would make backward zero-fill a full-size
+        # gradient at every step, quadratic in the length
+        for step, step_gates in enumerate(gates.unbind(2)):
+            new_hidden, new_cell = cell_module.step(step_gates, hidden, cell, mask)
             if step >= shortest:  # some sequences have ended: hold their state
                 active = running[step].view(1, batch, 1)
                 new_hidden = torch.where(active, new_hidden, hidden)
