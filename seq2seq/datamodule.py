@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from seq2seq.data.batch import collate
 from seq2seq.data.cache import EncodedCorpus, cache_key, encode_corpora
-from seq2seq.data.corpus import CorpusFiles, PairFilter, count_aligned_pairs
+from seq2seq.data.corpus import CorpusFiles, FingerprintMemo, PairFilter, count_aligned_pairs
 from seq2seq.data.multi30k import multi30k_splits
 from seq2seq.data.sampler import TokenBatchSampler
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
@@ -174,8 +174,10 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _plan(self) -> _Plan:
         corpora = self._corpora()
+        memo = FingerprintMemo(Path(self.hparams.data_dir) / "fingerprints.json")
         hashes = {
-            split: [count_aligned_pairs(c)[0] for c in files] for split, files in corpora.items()
+            split: [count_aligned_pairs(corpus, memo)[0] for corpus in files]
+            for split, files in corpora.items()
         }
         settings = repr(self.tokenizer_config).encode()
         key = hashlib.sha256(settings + "|".join(hashes["train"]).encode()).hexdigest()[:24]

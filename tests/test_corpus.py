@@ -115,3 +115,31 @@ def test_filter_report_adds_and_summarises() -> None:
         total.summary("train")
         == "train: kept 11 of 15 pairs (dropped 1 empty, 2 too_long, 1 ratio)"
     )
+
+
+def test_fingerprint_memo_skips_unchanged_files_and_notices_changes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from seq2seq.data import corpus as corpus_module
+
+    (tmp_path / "m.de").write_text("a\nb\n")
+    (tmp_path / "m.en").write_text("x\ny\n")
+    files = CorpusFiles.from_prefix(str(tmp_path / "m"), "de", "en")
+    memo = corpus_module.FingerprintMemo(tmp_path / "memo.json")
+    first = count_aligned_pairs(files, memo)
+    assert first == count_aligned_pairs(files)
+    reads = []
+    real_fingerprint = corpus_module.fingerprint
+
+    def recording_fingerprint(path):
+        reads.append(path)
+        return real_fingerprint(path)
+
+    monkeypatch.setattr(corpus_module, "fingerprint", recording_fingerprint)
+    assert (
+        count_aligned_pairs(files, corpus_module.FingerprintMemo(tmp_path / "memo.json")) == first
+    )
+    assert reads == []
+    (tmp_path / "m.en").write_text("x\nyz\n")  # size changes
+    count_aligned_pairs(files, corpus_module.FingerprintMemo(tmp_path / "memo.json"))
+    assert reads == [str(tmp_path / "m.en")]

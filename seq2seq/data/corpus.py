@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,10 +85,40 @@ def fingerprint(path: str | Path) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
-def count_aligned_pairs(files: CorpusFiles) -> tuple[str, int]:
+class FingerprintMemo:
+    """Fingerprints already computed, in a JSON file, keyed by path, size and modification time.
+
+    Hashing a corpus of millions of lines takes seconds; a file whose size and mtime (in ns)
+    are unchanged is taken to be unchanged, so a second start need not read it again.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.entries: dict[str, list] = {}
+        if self.path.is_file():
+            self.entries = json.loads(self.path.read_text())
+
+    def fingerprint(self, path: str | Path) -> tuple[str, int]:
+        status = check_file(path).stat()
+        key = f"{Path(path).resolve()}|{status.st_size}|{status.st_mtime_ns}"
+        if key not in self.entries:
+            self.entries[key] = list(fingerprint(path))
+            self._save()
+        digest, count = self.entries[key]
+        return digest, count
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")  # ranks may race
+        temporary.write_text(json.dumps(self.entries, indent=1))
+        temporary.replace(self.path)
+
+
+def count_aligned_pairs(files: CorpusFiles, memo: FingerprintMemo | None = None) -> tuple[str, int]:
     """Validate a corpus (readable, UTF-8, equal non-zero line counts); its fingerprint and size."""
-    src_hash, src_count = fingerprint(files.src)
-    tgt_hash, tgt_count = fingerprint(files.tgt)
+    measure = memo.fingerprint if memo is not None else fingerprint
+    src_hash, src_count = measure(files.src)
+    tgt_hash, tgt_count = measure(files.tgt)
     if src_count != tgt_count:
         raise Seq2SeqError(
             f"line counts differ: {files.src} has {src_count} lines, {files.tgt} has {tgt_count}"

@@ -38,7 +38,8 @@ class TokenizerConfig:
             or bytes.
         byte_fallback: spell unseen characters as UTF-8 byte pieces instead of unk.
         seed: SentencePiece's random seed (sentence sampling), for reproducible vocabularies.
-        input_sentence_size: at most this many sentences are sampled for training.
+        input_sentence_size: at most this many sentences are sampled for training; bounds the
+            trainer's memory (about 1.5 GB at 1M sentences, 0.5 GB at 300k) whatever the corpus.
     """
 
     vocab_size: int = 8000
@@ -47,7 +48,7 @@ class TokenizerConfig:
     character_coverage: float = 1.0
     byte_fallback: bool = True
     seed: int = 1
-    input_sentence_size: int = 1_000_000
+    input_sentence_size: int = 300_000
 
 
 class Tokenizer:
