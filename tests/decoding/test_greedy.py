@@ -1,0 +1,88 @@
+import torch
+
+from seq2seq.decoding.greedy import greedy_search, max_output_lengths
+from seq2seq.model.seq2seq import Seq2Seq
+
+BOS, EOS = 2, 3
+
+
+class TableState:
+    """A state that only counts steps, reorderable like the model's."""
+
+    def __init__(self, position: torch.Tensor) -> None:
+        self.position = position
+
+    def reorder(self, index: torch.Tensor) -> "TableState":
+        return TableState(self.position[index])
+
+
+def table_step(table: torch.Tensor):
+    """A step function reading log-probabilities from a (B, L, V) table by position."""
+
+    def step(state: TableState, tokens: torch.Tensor):
+        log_probs = table[torch.arange(table.shape[0]), state.position]
+        return log_probs, TableState(state.position + 1), torch.zeros(table.shape[0], 1)
+
+    return step
+
+
+def log_probs_table(choices: list[list[int]], vocab: int = 6) -> torch.Tensor:
+    table = torch.full((len(choices), len(choices[0]), vocab), -5.0)
+    for row, tokens in enumerate(choices):
+        for position, token in enumerate(tokens):
+            table[row, position, token] = -0.1
+    return table
+
+
+def test_stops_at_eos_and_scores_chosen_tokens() -> None:
+    table = log_probs_table([[4, 5, EOS, 4], [5, EOS, 4, 4]])
+    result = greedy_search(
+        table_step(table),
+        TableState(torch.zeros(2, dtype=torch.long)),
+        torch.tensor([4, 4]),
+        BOS,
+        EOS,
+    )
+    assert result.tokens == [[4, 5], [5]]
+    torch.testing.assert_close(result.scores, torch.tensor([-0.3, -0.2]))
+
+
+def test_maximum_length_per_sentence() -> None:
+    table = log_probs_table([[4, 4, 4, 4], [5, 5, 5, 5]])
+    result = greedy_search(
+        table_step(table),
+        TableState(torch.zeros(2, dtype=torch.long)),
+        torch.tensor([2, 4]),
+        BOS,
+        EOS,
+    )
+    assert result.tokens == [[4, 4], [5, 5, 5, 5]]
+
+
+def test_max_output_lengths() -> None:
+    assert max_output_lengths(torch.tensor([1, 10]), 1.5, 5).tolist() == [6, 20]
+
+
+def test_batched_equals_one_by_one_on_a_model() -> None:
+    torch.manual_seed(0)
+    model = Seq2Seq(
+        30, 30, embedding_size=8, encoder_hidden_size=8, decoder_hidden_size=8, attention_size=8
+    ).eval()
+    src = torch.randint(4, 30, (4, 6))
+    lengths = torch.tensor([6, 2, 4, 5])
+    limits = max_output_lengths(lengths, 2.0, 3)
+    with torch.no_grad():
+        batched = greedy_search(
+            model.step, model.initial_state(model.encode(src, lengths)), limits, BOS, EOS
+        )
+        for row in range(4):
+            one = slice(row, row + 1)
+            alone = greedy_search(
+                model.step,
+                model.initial_state(model.encode(src[one, : lengths[row]], lengths[one])),
+                limits[one],
+                BOS,
+                EOS,
+            )
+            assert alone.tokens[0] == batched.tokens[row]
+            torch.testing.assert_close(alone.scores[0], batched.scores[row])
