@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from seq2seq.data.batch import collate
 from seq2seq.data.cache import EncodedCorpus, cache_key, encode_corpora
-from seq2seq.data.corpus import CorpusFiles, FingerprintMemo, PairFilter, count_aligned_pairs
+from seq2seq.data.corpus import (
+    CorpusFiles,
+    FingerprintMemo,
+    PairFilter,
+    count_aligned_pairs,
+    read_lines,
+)
 from seq2seq.data.multi30k import multi30k_splits
 from seq2seq.data.sampler import TokenBatchSampler
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
@@ -104,7 +111,7 @@ class TranslationDataModule(L.LightningDataModule):
         )
         self.pair_filter = PairFilter(max_length=max_length, max_length_ratio=max_length_ratio)
         self.tokenizer: Tokenizer | None = None
-        self.datasets: dict[str, EncodedCorpus] = {}
+        self.datasets: dict[str, EncodedCorpus | WithReferences] = {}
 
     def prepare_data(self) -> None:
         """Download, train the tokenizer, encode every split: rank-zero work, no attributes set."""
@@ -121,7 +128,14 @@ class TranslationDataModule(L.LightningDataModule):
             raise Seq2SeqError(f"no tokenizer in {plan.tokenizer_dir}: run prepare_data first")
         self.tokenizer = Tokenizer.load(plan.tokenizer_dir)
         for split in _splits_for_stage(stage, plan):
-            self.datasets[split] = self._encode(plan, self.tokenizer, split)
+            encoded = self._encode(plan, self.tokenizer, split)
+            if split == "train":
+                self.datasets[split] = encoded
+            else:  # evaluation is scored against the original lines, never ids decoded back
+                references = [
+                    line for corpus in plan.corpora[split] for line in read_lines(corpus.tgt)
+                ]
+                self.datasets[split] = WithReferences(encoded, references)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.max_tokens, shuffle=True)
@@ -163,6 +177,7 @@ class TranslationDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             equal_per_rank=shuffle,
+            resume_offset=self._batches_already_trained if shuffle else None,
         )
         return DataLoader(
             dataset,
@@ -226,6 +241,34 @@ class TranslationDataModule(L.LightningDataModule):
     @property
     def _trainer(self) -> L.Trainer | None:
         return getattr(self, "trainer", None)
+
+    def _batches_already_trained(self) -> int:
+        """Batches of the current epoch done before a mid-epoch checkpoint, when resuming one.
+
+        Lightning restores its progress counters but restarts the data from the top of the
+        epoch unless the loader skips ahead; the sampler asks this when a pass starts.
+        """
+        trainer = self._trainer
+        if trainer is None or not trainer.fit_loop.epoch_loop.restarting:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+
+class WithReferences(Dataset):
+    """An encoded evaluation corpus whose items also carry the original target line."""
+
+    def __init__(self, encoded: EncodedCorpus, references: list[str]) -> None:
+        self.encoded = encoded
+        self.references = [references[line] for line in encoded.line_numbers]
+        self.src_lengths = encoded.src_lengths
+        self.tgt_lengths = encoded.tgt_lengths
+        self.report = encoded.report
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int, str]:
+        return (*self.encoded[index], self.references[index])
 
 
 def _splits_for_stage(stage: str | None, plan: _Plan) -> list[str]:

@@ -28,3 +28,11 @@ def test_empty_sentences_still_give_a_source_and_an_eos() -> None:
     assert batch.src_lengths.tolist() == [1]
     assert batch.tgt_in.tolist() == [[BOS_ID]]
     assert batch.tgt_out.tolist() == [[EOS_ID]]
+
+
+def test_references_travel_with_evaluation_batches() -> None:
+    ids = np.array([7], dtype=np.uint16)
+    batch = collate([(ids, ids, 0, "A dog."), (ids, ids, 1, "Two cats.")])
+    assert batch.references == ["A dog.", "Two cats."]
+    assert collate([(ids, ids, 0)]).references is None
+    assert batch.to("cpu").references == ["A dog.", "Two cats."]

@@ -133,3 +133,16 @@ def test_prepare_command_reports_bad_input_in_one_line(tmp_path: Path, capsys) -
     assert error.count("\n") == 1
     assert error.startswith("seq2seq: error: line counts differ:")
     assert "Traceback" not in error
+
+
+def test_evaluation_batches_carry_the_original_references(tiny_corpus, tmp_path: Path) -> None:
+    from seq2seq.data.corpus import read_lines
+
+    datamodule = tiny_datamodule(tiny_corpus, tmp_path)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    expected = list(read_lines(tiny_corpus["test"].tgt))
+    seen = {}
+    for batch in datamodule.test_dataloader():
+        seen.update(zip(batch.indices.tolist(), batch.references, strict=True))
+    assert [seen[index] for index in range(len(expected))] == expected

@@ -86,3 +86,10 @@ def test_pair_over_budget_gets_its_own_batch() -> None:
 def test_invalid_rank() -> None:
     with pytest.raises(ValueError, match="rank 2 outside"):
         TokenBatchSampler(np.ones(3), np.ones(3), 10, num_replicas=2, rank=2)
+
+
+def test_resume_offset_skips_batches_already_trained(lengths) -> None:
+    src, tgt = lengths
+    full = list(TokenBatchSampler(src, tgt, max_tokens=500, seed=3))
+    resumed = list(TokenBatchSampler(src, tgt, max_tokens=500, seed=3, resume_offset=lambda: 5))
+    assert resumed == full[5:]

@@ -5,7 +5,7 @@ Shapes: B batch, S longest source, T longest target plus one (BOS or EOS).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -22,9 +22,15 @@ class Batch:
     tgt_in: torch.Tensor  # (B, T) BOS y_1 .. y_n, then PAD_ID
     tgt_out: torch.Tensor  # (B, T) y_1 .. y_n EOS, then PAD_ID
     indices: torch.Tensor  # (B,)
+    references: list[str] | None = None  # evaluation data: the original target lines
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)))
+        moved = {
+            f.name: getattr(self, f.name).to(device, non_blocking=True)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **moved)
 
     def __len__(self) -> int:
         return self.src.shape[0]
@@ -35,13 +41,13 @@ class Batch:
         return int((self.tgt_out != PAD_ID).sum())
 
 
-def collate(items: list[tuple[np.ndarray, np.ndarray, int]]) -> Batch:
-    """Pad a list of (source ids, target ids, index) into a Batch, vectorized (no per-token loop).
+def collate(items: list[tuple]) -> Batch:
+    """Pad (source ids, target ids, index[, reference]) items into a Batch, vectorized.
 
     An empty source becomes a single EOS so that every sequence has a state to start from.
     """
-    src_seqs = [src if len(src) else np.array([EOS_ID]) for src, _, _ in items]
-    tgt_seqs = [tgt for _, tgt, _ in items]
+    src_seqs = [item[0] if len(item[0]) else np.array([EOS_ID]) for item in items]
+    tgt_seqs = [item[1] for item in items]
     src, src_lengths = _pad(src_seqs, prefix=None, suffix=None)
     tgt_in, _ = _pad(tgt_seqs, prefix=BOS_ID, suffix=None)
     tgt_out, _ = _pad(tgt_seqs, prefix=None, suffix=EOS_ID)
@@ -50,7 +56,8 @@ def collate(items: list[tuple[np.ndarray, np.ndarray, int]]) -> Batch:
         src_lengths=torch.from_numpy(src_lengths),
         tgt_in=torch.from_numpy(tgt_in),
         tgt_out=torch.from_numpy(tgt_out),
-        indices=torch.tensor([index for _, _, index in items], dtype=torch.int64),
+        indices=torch.tensor([item[2] for item in items], dtype=torch.int64),
+        references=[item[3] for item in items] if len(items[0]) > 3 else None,
     )
 
 

@@ -11,7 +11,7 @@ early would leave the others hanging in DDP's gradient all-reduce.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -30,6 +30,8 @@ class TokenBatchSampler(Sampler[list[int]]):
         num_replicas: number of ranks sharing the data.
         rank: this process's rank, 0 <= rank < num_replicas.
         equal_per_rank: give every rank the same number of batches (training under DDP).
+        resume_offset: called at the start of every pass; how many of this epoch's batches were
+            already trained on (a run resumed mid-epoch), to be skipped.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         equal_per_rank: bool = True,
+        resume_offset: Callable[[], int] | None = None,
     ) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
@@ -52,6 +55,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.equal_per_rank = equal_per_rank
+        self.resume_offset = resume_offset
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -62,7 +66,8 @@ class TokenBatchSampler(Sampler[list[int]]):
         batches = self._all_batches()
         if self.equal_per_rank:
             batches = batches[: len(batches) - len(batches) % self.num_replicas]
-        for batch in batches[self.rank :: self.num_replicas]:
+        skip = self.resume_offset() if self.resume_offset is not None else 0
+        for batch in batches[self.rank :: self.num_replicas][skip:]:
             yield batch.tolist()
 
     def __len__(self) -> int:
