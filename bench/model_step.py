@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.datamodule import TranslationDataModule
-from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 NO_DROPOUT = {"embedding_dropout": 0.0, "dropout": 0.0, "recurrent_dropout": 0.0}
 VARIANTS = {
@@ -82,7 +82,7 @@ def main() -> None:
     models = {}
     for name, options in VARIANTS.items():
         torch.manual_seed(0)
-        models[name] = Seq2Seq(8000, 8000, **options).train()
+        models[name] = Seq2Seq(Seq2SeqConfig(**options)).train()
         for batch in batches[:3]:  # warm-up: allocator, thread pools
             train_step(models[name], batch)
     timings: dict[str, list[float]] = {name: [] for name in VARIANTS}

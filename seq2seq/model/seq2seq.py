@@ -5,6 +5,7 @@ Shapes: B batch, S source length, T target length, V target vocabulary.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -22,8 +23,9 @@ class StepOutput(NamedTuple):
     attention: torch.Tensor  # (B, S)
 
 
-class Seq2Seq(nn.Module):
-    """Bidirectional recurrent encoder, Bahdanau attention, recurrent decoder.
+@dataclass(frozen=True)
+class Seq2SeqConfig:
+    """Architecture of a Seq2Seq model.
 
     Args:
         src_vocab_size: source vocabulary size.
@@ -48,63 +50,71 @@ class Seq2Seq(nn.Module):
             (no layer norm, no recurrent dropout).
     """
 
-    def __init__(
-        self,
-        src_vocab_size: int,
-        tgt_vocab_size: int,
-        pad_id: int = 0,
-        embedding_size: int = 256,
-        encoder_hidden_size: int = 256,
-        encoder_layers: int = 1,
-        decoder_hidden_size: int = 512,
-        decoder_layers: int = 1,
-        attention_size: int = 256,
-        cell_type: CellType = "lstm",
-        layer_norm: bool = True,
-        embedding_dropout: float = 0.1,
-        dropout: float = 0.3,
-        recurrent_dropout: float = 0.1,
-        tie_embeddings: bool = True,
-        share_embeddings: bool = False,
-        forget_bias: float = 1.0,
-        recurrent_init: RecurrentInit = "orthogonal",
-        fused_encoder: bool | None = None,
-    ) -> None:
+    src_vocab_size: int = 8000
+    tgt_vocab_size: int = 8000
+    pad_id: int = 0
+    embedding_size: int = 256
+    encoder_hidden_size: int = 256
+    encoder_layers: int = 1
+    decoder_hidden_size: int = 512
+    decoder_layers: int = 1
+    attention_size: int = 256
+    cell_type: CellType = "lstm"
+    layer_norm: bool = True
+    embedding_dropout: float = 0.1
+    dropout: float = 0.3
+    recurrent_dropout: float = 0.1
+    tie_embeddings: bool = True
+    share_embeddings: bool = False
+    forget_bias: float = 1.0
+    recurrent_init: RecurrentInit = "orthogonal"
+    fused_encoder: bool | None = None
+
+
+class Seq2Seq(nn.Module):
+    """Bidirectional recurrent encoder, Bahdanau attention, recurrent decoder."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
-        if share_embeddings and src_vocab_size != tgt_vocab_size:
+        self.config = config
+        if config.share_embeddings and config.src_vocab_size != config.tgt_vocab_size:
             raise ValueError("share_embeddings needs one joint vocabulary (equal vocabulary sizes)")
-        src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=pad_id)
+        src_embedding = nn.Embedding(
+            config.src_vocab_size, config.embedding_size, padding_idx=config.pad_id
+        )
         tgt_embedding = (
             src_embedding
-            if share_embeddings
-            else nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=pad_id)
+            if config.share_embeddings
+            else nn.Embedding(
+                config.tgt_vocab_size, config.embedding_size, padding_idx=config.pad_id
+            )
         )
         dropouts = {
-            "embedding_dropout": embedding_dropout,
-            "dropout": dropout,
-            "recurrent_dropout": recurrent_dropout,
+            "embedding_dropout": config.embedding_dropout,
+            "dropout": config.dropout,
+            "recurrent_dropout": config.recurrent_dropout,
         }
         self.encoder = Encoder(
             src_embedding,
-            encoder_hidden_size,
-            encoder_layers,
-            cell_type,
-            layer_norm,
-            fused=fused_encoder,
+            config.encoder_hidden_size,
+            config.encoder_layers,
+            config.cell_type,
+            config.layer_norm,
+            fused=config.fused_encoder,
             **dropouts,
         )
         self.decoder = Decoder(
             tgt_embedding,
             self.encoder.output_size,
-            decoder_hidden_size,
-            decoder_layers,
-            attention_size,
-            cell_type,
-            layer_norm,
-            tie_embeddings=tie_embeddings,
+            config.decoder_hidden_size,
+            config.decoder_layers,
+            config.attention_size,
+            config.cell_type,
+            config.layer_norm,
+            tie_embeddings=config.tie_embeddings,
             **dropouts,
         )
-        initialize(self, forget_bias, recurrent_init)
+        initialize(self, config.forget_bias, config.recurrent_init)
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         """src (B, S), src_lengths (B,) -> memory, mask and final states."""

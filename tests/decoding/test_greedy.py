@@ -1,7 +1,7 @@
 import torch
 
 from seq2seq.decoding.greedy import greedy_search, max_output_lengths
-from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 BOS, EOS = 2, 3
 
@@ -65,9 +65,10 @@ def test_max_output_lengths() -> None:
 
 def test_batched_equals_one_by_one_on_a_model() -> None:
     torch.manual_seed(0)
-    model = Seq2Seq(
+    config = Seq2SeqConfig(
         30, 30, embedding_size=8, encoder_hidden_size=8, decoder_hidden_size=8, attention_size=8
-    ).eval()
+    )
+    model = Seq2Seq(config).eval()
     src = torch.randint(4, 30, (4, 6))
     lengths = torch.tensor([6, 2, 4, 5])
     limits = max_output_lengths(lengths, 2.0, 3)

@@ -2,14 +2,16 @@ import pytest
 import torch
 
 from seq2seq.model.cells import GATES
-from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 SMALL = dict(embedding_size=16, encoder_hidden_size=12, decoder_hidden_size=20, attention_size=10)
 
 
 def small_model(**overrides) -> Seq2Seq:
     torch.manual_seed(0)
-    return Seq2Seq(src_vocab_size=50, tgt_vocab_size=60, **{**SMALL, **overrides}).double()
+    return Seq2Seq(
+        Seq2SeqConfig(src_vocab_size=50, tgt_vocab_size=60, **{**SMALL, **overrides})
+    ).double()
 
 
 def source_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +112,7 @@ def expected_parameters(
 )
 def test_parameter_count_matches_the_formula(options: dict) -> None:
     vocab = 60 if options.get("share_embeddings") else 50
-    model = Seq2Seq(src_vocab_size=vocab, tgt_vocab_size=60, **SMALL, **options)
+    model = Seq2Seq(Seq2SeqConfig(src_vocab_size=vocab, tgt_vocab_size=60, **SMALL, **options))
     expected = expected_parameters(
         vocab,
         60,
@@ -129,7 +131,7 @@ def test_parameter_count_matches_the_formula(options: dict) -> None:
 
 
 def test_reference_model_size() -> None:
-    model = Seq2Seq(8000, 8000)  # emb 256, bi-LSTM 256, decoder 512, attention 256, tied
+    model = Seq2Seq(Seq2SeqConfig())  # emb 256, bi-LSTM 256, decoder 512, attention 256, tied
     count = sum(p.numel() for p in model.parameters())
     assert count == expected_parameters(
         8000, 8000, 256, 256, 1, 512, 1, 256, "lstm", True, True, False
@@ -137,17 +139,17 @@ def test_reference_model_size() -> None:
 
 
 def test_tied_and_shared_embeddings_are_one_tensor() -> None:
-    model = Seq2Seq(60, 60, tie_embeddings=True, share_embeddings=False, **SMALL)
+    model = Seq2Seq(Seq2SeqConfig(60, 60, tie_embeddings=True, share_embeddings=False, **SMALL))
     assert model.decoder.output.weight is model.decoder.embedding.weight
     assert model.encoder.embedding is not model.decoder.embedding
-    shared = Seq2Seq(60, 60, share_embeddings=True, **SMALL)
+    shared = Seq2Seq(Seq2SeqConfig(60, 60, share_embeddings=True, **SMALL))
     assert shared.encoder.embedding is shared.decoder.embedding
     with pytest.raises(ValueError, match="share_embeddings needs one joint vocabulary"):
-        Seq2Seq(50, 60, share_embeddings=True)
+        Seq2Seq(Seq2SeqConfig(50, 60, share_embeddings=True))
 
 
 def test_initialization() -> None:
-    model = Seq2Seq(50, 60, forget_bias=1.0, **SMALL)
+    model = Seq2Seq(Seq2SeqConfig(50, 60, forget_bias=1.0, **SMALL))
     cell = model.encoder.layers[0].cell
     size = cell.hidden_size
     for direction in range(2):
@@ -164,15 +166,17 @@ def test_learns_to_reverse_sequences() -> None:
     torch.manual_seed(0)
     vocab, length, batch = 12, 6, 64
     model = Seq2Seq(
-        vocab,
-        vocab,
-        embedding_size=32,
-        encoder_hidden_size=32,
-        decoder_hidden_size=64,
-        attention_size=32,
-        embedding_dropout=0.0,
-        dropout=0.0,
-        recurrent_dropout=0.0,
+        Seq2SeqConfig(
+            vocab,
+            vocab,
+            embedding_size=32,
+            encoder_hidden_size=32,
+            decoder_hidden_size=64,
+            attention_size=32,
+            embedding_dropout=0.0,
+            dropout=0.0,
+            recurrent_dropout=0.0,
+        )
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     src = torch.randint(4, vocab, (batch, length))
