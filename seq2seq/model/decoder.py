@@ -66,9 +66,12 @@ class Decoder(nn.Module):
         dropout: float,
         recurrent_dropout: float,
         tie_embeddings: bool,
+        unk_id: int,
     ) -> None:
         super().__init__()
         self.embedding = embedding
+        self.embedding_scale = embedding.embedding_dim**0.5  # see initialization.py
+        self.unk_id = unk_id
         embedding_size, vocab_size = embedding.embedding_dim, embedding.num_embeddings
         self.embedding_dropout = embedding_dropout
         self.dropout = dropout
@@ -129,9 +132,9 @@ class Decoder(nn.Module):
         return logits.squeeze(1), state, weights
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        embedded = self.embedding(tokens)  # (B, T, E)
         vocab_size = self.embedding.num_embeddings
-        embedded = word_dropout(embedded, tokens, vocab_size, self.embedding_dropout, self.training)
+        kept = word_dropout(tokens, vocab_size, self.embedding_dropout, self.training, self.unk_id)
+        embedded = self.embedding(kept) * self.embedding_scale  # (B, T, E), unit variance
         return variational_dropout(embedded, self.dropout, self.training)
 
     def _input_weights(self) -> list[torch.Tensor]:

@@ -5,7 +5,7 @@ injects noise that compounds over the sequence. Gal & Ghahramani's Bayesian read
 asks for the same weights at every step, hence the same mask: sampled once per sequence and
 layer, broadcast over time on inputs and outputs, and applied to h(t-1) at every step of the
 recurrence. Embedding dropout drops whole word types per sequence (their section 4): every
-occurrence of a dropped word in that sentence is zeroed.
+occurrence of a dropped word in that sentence becomes <unk>.
 
 Shapes: B batch, T time, F features, V vocabulary.
 """
@@ -37,10 +37,17 @@ def variational_dropout(inputs: torch.Tensor, rate: float, training: bool) -> to
 
 
 def word_dropout(
-    embedded: torch.Tensor, tokens: torch.Tensor, vocab_size: int, rate: float, training: bool
+    tokens: torch.Tensor, vocab_size: int, rate: float, training: bool, unk_id: int
 ) -> torch.Tensor:
-    """Zero every occurrence of randomly dropped word types: (B, T, F) embeddings of (B, T) ids."""
-    word_mask = sequence_mask((tokens.shape[0], vocab_size), rate, embedded, training)  # (B, V)
-    if word_mask is None:
-        return embedded
-    return embedded * word_mask.gather(1, tokens).unsqueeze(-1)  # (B, T, F)
+    """Replace every occurrence of randomly dropped word types in a sentence by `unk_id`.
+
+    tokens (B, T) -> (B, T). The same types are dropped throughout a sentence (one mask per
+    sequence). Dropped words become the learned <unk> embedding rather than a zero vector: a
+    zero input with a zero initial state makes the first cell state exactly zero, and layer
+    normalization of a zero vector has gradient 1/sqrt(eps), which compounded through the
+    layer-normalized steps to gradient norms of 1e9 at initialization.
+    """
+    if not training or rate == 0.0:
+        return tokens
+    dropped = torch.rand(tokens.shape[0], vocab_size, device=tokens.device) < rate  # (B, V)
+    return tokens.masked_fill(dropped.gather(1, tokens), unk_id)

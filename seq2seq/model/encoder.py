@@ -26,7 +26,7 @@ class EncoderOutput(NamedTuple):
 class Encoder(nn.Module):
     """A stack of bidirectional recurrent layers over source embeddings.
 
-    Variational dropout: word types dropped from the embeddings (`embedding_dropout`), one mask
+    Variational dropout: word types replaced by <unk> (`embedding_dropout`), one mask
     per sequence on the input of every layer and on the memory (`dropout`), and one on h(t-1)
     inside every layer (`recurrent_dropout`).
     """
@@ -41,10 +41,13 @@ class Encoder(nn.Module):
         embedding_dropout: float,
         dropout: float,
         recurrent_dropout: float,
+        unk_id: int,
         fused: bool | None = None,
     ) -> None:
         super().__init__()
         self.embedding = embedding
+        self.embedding_scale = embedding.embedding_dim**0.5  # see initialization.py
+        self.unk_id = unk_id
         self.embedding_dropout = embedding_dropout
         self.dropout = dropout
         input_sizes = [embedding.embedding_dim] + [2 * hidden_size] * (num_layers - 1)
@@ -59,10 +62,9 @@ class Encoder(nn.Module):
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         """src (B, S) ids, src_lengths (B,) with 1 <= length <= S."""
-        embedded = self.embedding(src)  # (B, S, E)
-        embedded = word_dropout(
-            embedded, src, self.embedding.num_embeddings, self.embedding_dropout, self.training
-        )
+        vocab_size = self.embedding.num_embeddings
+        kept = word_dropout(src, vocab_size, self.embedding_dropout, self.training, self.unk_id)
+        embedded = self.embedding(kept) * self.embedding_scale  # (B, S, E), unit variance
         states = variational_dropout(embedded, self.dropout, self.training)
         for layer in self.layers:
             layer_output = layer(states, src_lengths)

@@ -31,6 +31,7 @@ class Seq2SeqConfig:
         src_vocab_size: source vocabulary size.
         tgt_vocab_size: target vocabulary size.
         pad_id: id of padding, whose embedding stays zero.
+        unk_id: id of the unknown word, which replaces words dropped by embedding dropout.
         embedding_size: source and target embedding size.
         encoder_hidden_size: encoder state size per direction.
         encoder_layers: bidirectional encoder layers.
@@ -39,7 +40,7 @@ class Seq2SeqConfig:
         attention_size: size of the additive attention's hidden layer.
         cell_type: `lstm`, `gru` or `rnn` (tanh), for encoder and decoder.
         layer_norm: layer normalization inside every recurrent cell.
-        embedding_dropout: rate of word types dropped per sentence from the embeddings.
+        embedding_dropout: rate of word types replaced by <unk> in a sentence (one draw per type).
         dropout: variational dropout on every layer's input and output, one mask per sentence.
         recurrent_dropout: variational dropout on h(t-1), one mask per sentence and layer.
         tie_embeddings: the output projection reuses the target embedding matrix.
@@ -53,6 +54,7 @@ class Seq2SeqConfig:
     src_vocab_size: int = 8000
     tgt_vocab_size: int = 8000
     pad_id: int = 0
+    unk_id: int = 1
     embedding_size: int = 256
     encoder_hidden_size: int = 256
     encoder_layers: int = 1
@@ -100,6 +102,7 @@ class Seq2Seq(nn.Module):
             config.encoder_layers,
             config.cell_type,
             config.layer_norm,
+            unk_id=config.unk_id,
             fused=config.fused_encoder,
             **dropouts,
         )
@@ -112,6 +115,7 @@ class Seq2Seq(nn.Module):
             config.cell_type,
             config.layer_norm,
             tie_embeddings=config.tie_embeddings,
+            unk_id=config.unk_id,
             **dropouts,
         )
         initialize(self, config.forget_bias, config.recurrent_init)
