@@ -1,0 +1,216 @@
+"""TranslationModule: loss, metrics, optimizers and translation around a Seq2Seq model.
+
+Shapes: B batch, S source length, T target length, V target vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.text import CHRFScore, SacreBLEUScore
+
+from seq2seq.data.batch import Batch
+from seq2seq.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from seq2seq.decoding.greedy import greedy_search, max_output_lengths
+from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+
+TOKENIZER_KEY = "seq2seq_tokenizer"
+STAGES = ("val", "test")
+
+
+class TranslationModule(L.LightningModule):
+    """Trains and evaluates a Seq2Seq translation model.
+
+    Args:
+        architecture: the model's sizes, cell type, layer norm and dropout rates.
+        label_smoothing: share of the target probability spread over the vocabulary.
+        optimizer: `adam` or `adamw`.
+        learning_rate: peak learning rate.
+        weight_decay: L2 penalty (adam) or decoupled weight decay (adamw).
+        scheduler: `plateau` (scale by `plateau_factor` when validation BLEU stalls),
+            `inverse_sqrt` (linear warm-up for `warmup_steps`, then 1/sqrt(step)) or `none`.
+        plateau_factor: learning-rate factor when validation BLEU stops improving.
+        plateau_patience: validations without improvement before the factor applies.
+        warmup_steps: warm-up updates of the inverse square-root schedule.
+        min_learning_rate: floor of the plateau schedule.
+        max_output_ratio: longest translation as a multiple of the source length...
+        max_output_offset: ...plus this many tokens.
+        seed: base of the per-step random seed (dropout masks), for exact resumption.
+    """
+
+    def __init__(
+        self,
+        architecture: Seq2SeqConfig = Seq2SeqConfig(),
+        label_smoothing: float = 0.1,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
+        scheduler: Literal["plateau", "inverse_sqrt", "none"] = "plateau",
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 1,
+        warmup_steps: int = 1000,
+        min_learning_rate: float = 1e-5,
+        max_output_ratio: float = 1.5,
+        max_output_offset: int = 10,
+        seed: int = 1,
+    ) -> None:
+        super().__init__()
+        if isinstance(architecture, dict):  # as stored in a checkpoint's hyperparameters
+            architecture = Seq2SeqConfig(**architecture)
+        # plain types only, so that checkpoints load with weights_only=True
+        self.save_hyperparameters(
+            {**self._init_arguments(locals()), "architecture": asdict(architecture)}
+        )
+        self.model = Seq2Seq(architecture)
+        self.metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict({"bleu": SacreBLEUScore(tokenize="13a"), "chrf": CHRFScore()})
+                for stage in STAGES
+            }
+        )
+        self.tokenizer: Tokenizer | None = None
+        self._last_step_end: float | None = None
+
+    @staticmethod
+    def _init_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: v for k, v in arguments.items() if k not in ("self", "__class__", "architecture")
+        }
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and datamodule.tokenizer is not None:
+            self.tokenizer = datamodule.tokenizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Embed the SentencePiece models: the checkpoint alone is enough to translate."""
+        assert self.tokenizer is not None, "no tokenizer to store: train through a datamodule"
+        checkpoint[TOKENIZER_KEY] = {
+            "src": self.tokenizer.src_model,
+            "tgt": self.tokenizer.tgt_model,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        models = checkpoint[TOKENIZER_KEY]
+        self.tokenizer = Tokenizer(models["src"], models["tgt"])
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        # dropout masks from (seed, step, rank) alone: a resumed run repeats them exactly
+        torch.manual_seed(hash((self.hparams.seed, self.global_step, self.global_rank)) % 2**63)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss, nll, tokens = self._loss(batch)
+        now = time.perf_counter()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/ppl", math.exp(min(nll.item(), 50.0)), batch_size=len(batch))
+        if self._last_step_end is not None:
+            self.log(
+                "train/tgt_tokens_per_s",
+                tokens / (now - self._last_step_end),
+                batch_size=len(batch),
+            )
+        self._last_step_end = now
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+        return label_smoothed_loss(logits, batch.tgt_out, self.hparams.label_smoothing)
+
+    def _evaluate(self, batch: Batch, stage: str) -> None:
+        loss, _, _ = self._loss(batch)
+        self.log(f"{stage}/loss", loss, batch_size=len(batch), sync_dist=True)
+        hypotheses = self.translate_batch(batch)
+        metrics = self.metrics[stage]
+        references = [[reference] for reference in batch.references]
+        metrics["bleu"].update(hypotheses, references)
+        metrics["chrf"].update(hypotheses, references)
+
+    def _log_scores(self, stage: str) -> None:
+        """Scores over the whole split: metric states are summed across ranks first."""
+        for name, metric in self.metrics[stage].items():
+            self.log(f"{stage}/{name}", 100 * metric.compute(), prog_bar=name == "bleu")
+            metric.reset()
+
+    @torch.no_grad()
+    def translate_batch(self, batch: Batch) -> list[str]:
+        """Greedy translations of a batch, detokenized, in batch order."""
+        assert self.tokenizer is not None, "no tokenizer: load a checkpoint or attach a datamodule"
+        state = self.model.initial_state(self.model.encode(batch.src, batch.src_lengths))
+        limits = max_output_lengths(
+            batch.src_lengths, self.hparams.max_output_ratio, self.hparams.max_output_offset
+        )
+        hypotheses = greedy_search(self.model.step, state, limits.to(self.device), BOS_ID, EOS_ID)
+        return self.tokenizer.decode_tgt(hypotheses.tokens)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(
+            self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
+        )
+        if hp.scheduler == "none":
+            return {"optimizer": optimizer}
+        if hp.scheduler == "inverse_sqrt":
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, inverse_sqrt_schedule(hp.warmup_steps)
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+            }
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=hp.plateau_factor,
+            patience=hp.plateau_patience,
+            min_lr=hp.min_learning_rate,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": plateau, "monitor": "val/bleu", "interval": "epoch"},
+        }
+
+
+def label_smoothed_loss(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean label-smoothed loss and mean NLL per non-padding token, and the token count.
+
+    Equals F.cross_entropy(..., label_smoothing=smoothing, ignore_index=PAD_ID); computed by hand
+    so that the unsmoothed NLL (for perplexity) comes from the same log-softmax.
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    mask = target != PAD_ID  # (B, T)
+    tokens = int(mask.sum())
+    nll = -log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    uniform = -log_probs.mean(dim=-1)  # (B, T)
+    loss = ((1.0 - smoothing) * nll + smoothing * uniform).masked_select(mask).sum() / tokens
+    return loss, nll.masked_select(mask).sum().detach() / tokens, tokens
+
+
+def inverse_sqrt_schedule(warmup_steps: int):
+    """Learning-rate factor: linear warm-up to 1 at `warmup_steps`, then sqrt(warmup / step)."""
+
+    def factor(step: int) -> float:
+        step = max(step, 1)
+        return min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
+    return factor

@@ -1,0 +1,62 @@
+"""Multi-process training for real: two CPU processes under DDP (gloo), through train.py."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training_helpers import reversal_corpus, tiny_run_args
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def train_py(*args: str) -> None:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_ranks_train_identically_and_validate_like_one(tmp_path: Path) -> None:
+    corpus = reversal_corpus(tmp_path / "corpus")
+    ddp = {"trainer.strategy": "ddp", "trainer.devices": 2}
+    train_py(
+        "fit",
+        *tiny_run_args(
+            corpus, tmp_path, **ddp, **{"trainer.max_steps": 8, "trainer.limit_val_batches": 0}
+        ),
+        "--trainer.callbacks+=tests.training_helpers.SaveRankParameters",
+        f"--trainer.callbacks.directory={tmp_path / 'ranks'}",
+    )
+    rank0 = torch.load(tmp_path / "ranks/rank0.pt")
+    rank1 = torch.load(tmp_path / "ranks/rank1.pt")
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    initial = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)["global_step"]
+    assert initial == 8
+
+    scores = {}
+    for label, options in (("two", ddp), ("one", {})):
+        metrics = tmp_path / f"metrics-{label}.json"
+        train_py(
+            "validate",
+            *tiny_run_args(corpus, tmp_path, **options),
+            "--ckpt_path=last",
+            "--trainer.callbacks+=tests.training_helpers.SaveMetrics",
+            f"--trainer.callbacks.path={metrics}",
+        )
+        scores[label] = json.loads(metrics.read_text())
+    assert scores["two"]["val/bleu"] == pytest.approx(scores["one"]["val/bleu"], abs=1e-6)
+    assert scores["two"]["val/chrf"] == pytest.approx(scores["one"]["val/chrf"], abs=1e-6)

@@ -1,0 +1,105 @@
+"""Helpers for tests that train through `train.py`'s command line on tiny corpora."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from tests.conftest import write_corpus
+
+REVERSAL_WORDS = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st", "uv", "wx"]
+
+
+def reversal_corpus(root: Path, train_pairs: int = 3000, seed: int = 0) -> Path:
+    """train/val/test where the target is the source's words in reverse order."""
+    generator = random.Random(seed)
+
+    def pairs(count: int) -> list[tuple[str, str]]:
+        result = []
+        for _ in range(count):
+            words = generator.choices(REVERSAL_WORDS, k=generator.randint(3, 7))
+            result.append((" ".join(words), " ".join(reversed(words))))
+        return result
+
+    for split, count in (("train", train_pairs), ("val", 100), ("test", 100)):
+        write_corpus(root / split, pairs(count))
+    return root
+
+
+def tiny_run_args(corpus: Path, work: Path, **overrides: object) -> list[str]:
+    """`train.py fit` options for a small model on a corpus written by the helpers above."""
+    options = {
+        "data.corpus": "files",
+        "data.train": f"[{corpus / 'train'}]",
+        "data.val": str(corpus / "val"),
+        "data.test": str(corpus / "test"),
+        "data.data_dir": str(work / "data"),
+        "data.vocab_size": "40",
+        "data.byte_fallback": "false",
+        "data.max_tokens": "400",
+        "data.eval_max_tokens": "300",
+        "data.encode_workers": "1",
+        "model.architecture.embedding_size": "32",
+        "model.architecture.encoder_hidden_size": "32",
+        "model.architecture.decoder_hidden_size": "64",
+        "model.architecture.attention_size": "32",
+        "model.learning_rate": "0.005",
+        "model.scheduler": "none",
+        "trainer.default_root_dir": str(work / "run"),
+        "trainer.accelerator": "cpu",
+        "trainer.devices": "1",
+        "trainer.gradient_clip_val": "1.0",
+        "trainer.enable_progress_bar": "false",
+        "trainer.enable_model_summary": "false",
+        "trainer.logger": "false",
+        "trainer.num_sanity_val_steps": "0",
+        "trainer.callbacks+": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "trainer.callbacks.save_last": "true",
+        "trainer.callbacks.save_top_k": "0",
+        "seed_everything": "1",
+    }
+    options.update({key: str(value) for key, value in overrides.items()})
+    return [f"--{key}={value}" for key, value in options.items()]
+
+
+class RecordLosses(L.Callback):
+    """Writes every training step's loss to `path` as JSON {global_step: loss}."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.losses[trainer.global_step] = float(outputs["loss"])
+
+    def on_train_end(self, trainer, module) -> None:
+        if trainer.is_global_zero:
+            self.path.write_text(json.dumps(self.losses))
+
+
+class SaveRankParameters(L.Callback):
+    """At the end of fit, every rank saves its parameters to `directory/rank{r}.pt`."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    def on_train_end(self, trainer, module) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        torch.save(state, self.directory / f"rank{trainer.global_rank}.pt")
+
+
+class SaveMetrics(L.Callback):
+    """Rank zero writes the logged metrics to `path` as JSON when validation ends."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            self.path.write_text(json.dumps(metrics))
