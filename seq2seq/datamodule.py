@@ -146,6 +146,10 @@ class TranslationDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.hparams.eval_max_tokens, shuffle=False)
 
+    def predict_dataloader(self) -> DataLoader:
+        """The test corpus's sources, for `train.py predict`."""
+        return self._loader("test", self.hparams.eval_max_tokens, shuffle=False)
+
     def statistics(self) -> dict[str, object]:
         """Pairs, tokens and filter counts of every loaded split (after `setup`)."""
         assert self.tokenizer is not None, "call setup() first"
@@ -272,6 +276,6 @@ class WithReferences(Dataset):
 
 
 def _splits_for_stage(stage: str | None, plan: _Plan) -> list[str]:
-    wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": []}
+    wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
     names = wanted.get(stage, ["train", "val", "test"]) if stage else ["train", "val", "test"]
     return [name for name in names if name in plan.corpora]

@@ -124,6 +124,10 @@ class TranslationModule(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[tuple[int, str]]:
+        """(dataset index, translation) pairs: callers restore input order from the indices."""
+        return list(zip(batch.indices.tolist(), self.translate_batch(batch), strict=True))
+
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val")
 

@@ -186,3 +186,36 @@ def test_quick_config_learns_multi30k(multi30k_dir: Path, tmp_path: Path) -> Non
     )
     bleu = json.loads(metrics.read_text())["val/bleu"]
     assert bleu >= QUICK_MIN_BLEU, f"validation BLEU {bleu:.2f} after {QUICK_STEPS} steps"
+
+
+def test_predict_translates_every_test_sentence(corpus: Path, tmp_path: Path) -> None:
+    import lightning as L
+
+    from seq2seq.datamodule import TranslationDataModule
+
+    main(
+        [
+            "fit",
+            *tiny_run_args(
+                corpus, tmp_path, **{"trainer.max_steps": 10, "trainer.limit_val_batches": 0}
+            ),
+        ]
+    )
+    main(["predict", *tiny_run_args(corpus, tmp_path), "--ckpt_path=last"])  # the command runs
+    module = TranslationModule.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt")
+    datamodule = TranslationDataModule(
+        corpus="files",
+        train=[str(corpus / "train")],
+        val=str(corpus / "val"),
+        test=str(corpus / "test"),
+        data_dir=str(tmp_path / "data"),
+        vocab_size=40,
+        byte_fallback=False,
+        max_tokens=400,
+        eval_max_tokens=300,
+    )
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    batches = trainer.predict(module, datamodule=datamodule)
+    predictions = dict(pair for batch in batches for pair in batch)
+    assert sorted(predictions) == list(range(100))
+    assert all(isinstance(text, str) for text in predictions.values())
