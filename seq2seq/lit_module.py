@@ -17,7 +17,7 @@ from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from seq2seq.decoding.greedy import greedy_search, max_output_lengths
+from seq2seq.decoding.search import SearchOptions, search
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 TOKENIZER_KEY = "seq2seq_tokenizer"
@@ -39,8 +39,8 @@ class TranslationModule(L.LightningModule):
         plateau_patience: validations without improvement before the factor applies.
         warmup_steps: warm-up updates of the inverse square-root schedule.
         min_learning_rate: floor of the plateau schedule.
-        max_output_ratio: longest translation as a multiple of the source length...
-        max_output_offset: ...plus this many tokens.
+        val_search: how validation decodes (default greedy).
+        test_search: how testing and prediction decode (default beam 5).
         seed: base of the per-step random seed (dropout masks), for exact resumption.
     """
 
@@ -56,16 +56,24 @@ class TranslationModule(L.LightningModule):
         plateau_patience: int = 1,
         warmup_steps: int = 1000,
         min_learning_rate: float = 1e-5,
-        max_output_ratio: float = 1.5,
-        max_output_offset: int = 10,
+        val_search: SearchOptions = SearchOptions(beam_size=1),
+        test_search: SearchOptions = SearchOptions(beam_size=5),
         seed: int = 1,
     ) -> None:
         super().__init__()
-        if isinstance(architecture, dict):  # as stored in a checkpoint's hyperparameters
-            architecture = Seq2SeqConfig(**architecture)
-        # plain types only, so that checkpoints load with weights_only=True
+        # checkpoints store plain types (loadable with weights_only=True); rebuild the dataclasses
+        architecture = _as(Seq2SeqConfig, architecture)
+        self.searches = {
+            "val": _as(SearchOptions, val_search),
+            "test": _as(SearchOptions, test_search),
+        }
         self.save_hyperparameters(
-            {**self._init_arguments(locals()), "architecture": asdict(architecture)}
+            {
+                **self._init_arguments(locals()),
+                "architecture": asdict(architecture),
+                "val_search": asdict(self.searches["val"]),
+                "test_search": asdict(self.searches["test"]),
+            }
         )
         self.model = Seq2Seq(architecture)
         self.metrics = nn.ModuleDict(
@@ -79,9 +87,8 @@ class TranslationModule(L.LightningModule):
 
     @staticmethod
     def _init_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-        return {
-            k: v for k, v in arguments.items() if k not in ("self", "__class__", "architecture")
-        }
+        skipped = ("self", "__class__", "architecture", "val_search", "test_search")
+        return {k: v for k, v in arguments.items() if k not in skipped}
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -126,7 +133,8 @@ class TranslationModule(L.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[tuple[int, str]]:
         """(dataset index, translation) pairs: callers restore input order from the indices."""
-        return list(zip(batch.indices.tolist(), self.translate_batch(batch), strict=True))
+        translations = self.translate_batch(batch, self.searches["test"])
+        return list(zip(batch.indices.tolist(), translations, strict=True))
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val")
@@ -141,7 +149,7 @@ class TranslationModule(L.LightningModule):
     def _evaluate(self, batch: Batch, stage: str) -> None:
         loss, _, _ = self._loss(batch)
         self.log(f"{stage}/loss", loss, batch_size=len(batch), sync_dist=True)
-        hypotheses = self.translate_batch(batch)
+        hypotheses = self.translate_batch(batch, self.searches[stage])
         metrics = self.metrics[stage]
         references = [[reference] for reference in batch.references]
         metrics["bleu"].update(hypotheses, references)
@@ -153,16 +161,11 @@ class TranslationModule(L.LightningModule):
             self.log(f"{stage}/{name}", 100 * metric.compute(), prog_bar=name == "bleu")
             metric.reset()
 
-    @torch.no_grad()
-    def translate_batch(self, batch: Batch) -> list[str]:
-        """Greedy translations of a batch, detokenized, in batch order."""
+    def translate_batch(self, batch: Batch, options: SearchOptions) -> list[str]:
+        """The best translation of every sentence of a batch, detokenized, in batch order."""
         assert self.tokenizer is not None, "no tokenizer: load a checkpoint or attach a datamodule"
-        state = self.model.initial_state(self.model.encode(batch.src, batch.src_lengths))
-        limits = max_output_lengths(
-            batch.src_lengths, self.hparams.max_output_ratio, self.hparams.max_output_offset
-        )
-        hypotheses = greedy_search(self.model.step, state, limits.to(self.device), BOS_ID, EOS_ID)
-        return self.tokenizer.decode_tgt(hypotheses.tokens)
+        hypotheses = search(self.model, batch.src, batch.src_lengths, options, BOS_ID, EOS_ID)
+        return self.tokenizer.decode_tgt([best[0].tokens for best in hypotheses])
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -191,6 +194,11 @@ class TranslationModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": plateau, "monitor": "val/bleu", "interval": "epoch"},
         }
+
+
+def _as(kind: type, value: object) -> object:
+    """`value` as the dataclass `kind`, from a checkpoint's dict if need be."""
+    return kind(**value) if isinstance(value, dict) else value
 
 
 def label_smoothed_loss(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from seq2seq.data.batch import collate
+from seq2seq.decoding.search import SearchOptions
 from seq2seq.lightning_cli import main
 from seq2seq.lit_module import TranslationModule
 from tests.training_helpers import reversal_corpus, tiny_run_args
@@ -29,7 +30,7 @@ def exact_match(module: TranslationModule, corpus: Path, split: str = "val") -> 
         [(torch.tensor(s).numpy(), torch.tensor([]).numpy(), i) for i, s in enumerate(ids)]
     )
     module.eval()
-    hypotheses = module.translate_batch(batch)
+    hypotheses = module.translate_batch(batch, SearchOptions(beam_size=1))
     return sum(h == t for h, t in zip(hypotheses, targets, strict=True)) / len(targets)
 
 

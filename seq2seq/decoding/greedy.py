@@ -31,7 +31,7 @@ def greedy_search(
     bos_id: int,
     eos_id: int,
 ) -> Hypotheses:
-    """Decode every sentence until EOS or its own maximum length (B,), whichever comes first."""
+    """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced."""
     batch = max_lengths.shape[0]
     device = max_lengths.device
     tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
@@ -41,10 +41,12 @@ def greedy_search(
     for position in range(int(max_lengths.max())):
         log_probs, state, _ = step(state, tokens)  # (B, V)
         best_scores, tokens = log_probs.max(dim=-1)  # (B,), (B,)
+        last = position + 1 >= max_lengths  # (B,) only EOS may come now
+        best_scores = torch.where(last, log_probs[:, eos_id], best_scores)
         scores += best_scores.masked_fill(finished, 0.0)
-        tokens = tokens.masked_fill(finished, eos_id)
+        tokens = tokens.masked_fill(finished | last, eos_id)
         outputs.append(tokens)
-        finished |= (tokens == eos_id) | (position + 1 >= max_lengths)
+        finished |= tokens == eos_id
         if bool(finished.all()):
             break
     return Hypotheses(_until_eos(torch.stack(outputs, 1), eos_id), scores)

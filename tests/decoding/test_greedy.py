@@ -56,7 +56,8 @@ def test_maximum_length_per_sentence() -> None:
         BOS,
         EOS,
     )
-    assert result.tokens == [[4, 4], [5, 5, 5, 5]]
+    assert result.tokens == [[4], [5, 5, 5]]  # EOS counts towards the maximum
+    torch.testing.assert_close(result.scores, torch.tensor([-0.1 - 5.0, -0.3 - 5.0]))
 
 
 def test_max_output_lengths() -> None:

@@ -1,0 +1,189 @@
+import math
+
+import pytest
+import torch
+
+from seq2seq.decoding.beam_search import beam_search, continuing, length_penalty, top_candidates
+from seq2seq.decoding.greedy import greedy_search, max_output_lengths
+from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+
+BOS, EOS, A, B, C = 2, 3, 4, 5, 6
+VOCAB = 7
+
+
+class PrefixState:
+    """Decoding state of a hand-built 'model': the tokens produced so far, reorderable."""
+
+    def __init__(self, prefix: torch.Tensor) -> None:
+        self.prefix = prefix  # (N, t)
+
+    def reorder(self, index: torch.Tensor) -> "PrefixState":
+        return PrefixState(self.prefix[index])
+
+
+def table_step(table: dict[tuple[int, ...], dict[int, float]]):
+    """A step function whose next-token probabilities depend only on the prefix."""
+
+    def step(state: PrefixState, tokens: torch.Tensor):
+        prefix = torch.cat((state.prefix, tokens.unsqueeze(1)), dim=1)
+        log_probs = torch.full((prefix.shape[0], VOCAB), -1e9)
+        for row, history in enumerate(prefix.tolist()):
+            for token, probability in table.get(tuple(history[1:]), {EOS: 1.0}).items():
+                log_probs[row, token] = math.log(probability)
+        return log_probs, PrefixState(prefix), torch.zeros(prefix.shape[0], 1)
+
+    return step
+
+
+# Greedy takes A (0.6) and ends with p = 0.6 * 0.4 = 0.24; the best sequence is B EOS (0.4 * 0.9).
+TABLE = {
+    (): {A: 0.6, B: 0.4},
+    (A,): {EOS: 0.4, C: 0.35, A: 0.25},
+    (B,): {EOS: 0.9, C: 0.1},
+    (A, C): {EOS: 1.0},
+    (A, A): {EOS: 1.0},
+    (B, C): {EOS: 1.0},
+}
+
+
+def start(count: int = 1) -> PrefixState:
+    return PrefixState(torch.empty(count, 0, dtype=torch.long))
+
+
+def test_finds_the_best_sequence_greedy_misses() -> None:
+    limits = torch.tensor([5])
+    greedy = greedy_search(table_step(TABLE), start(), limits, BOS, EOS)
+    assert greedy.tokens == [[A]]
+    best = beam_search(table_step(TABLE), start(), limits, BOS, EOS, beam_size=2, penalty="none")
+    assert best[0][0].tokens == [B]
+    assert best[0][0].log_prob == pytest.approx(math.log(0.4 * 0.9))
+
+
+def test_nbest_is_exact_and_sorted() -> None:
+    hypotheses = beam_search(
+        table_step(TABLE),
+        start(),
+        torch.tensor([5]),
+        BOS,
+        EOS,
+        beam_size=4,
+        nbest=4,
+        penalty="none",
+    )[0]
+    expected = sorted(
+        [
+            ([B], 0.4 * 0.9),
+            ([A], 0.6 * 0.4),
+            ([A, C], 0.6 * 0.35),
+            ([A, A], 0.6 * 0.25),
+            ([B, C], 0.4 * 0.1),
+        ],
+        key=lambda pair: -pair[1],
+    )[:4]
+    assert [h.tokens for h in hypotheses] == [tokens for tokens, _ in expected]
+    for hypothesis, (_, probability) in zip(hypotheses, expected, strict=True):
+        assert hypothesis.log_prob == pytest.approx(math.log(probability))
+        assert hypothesis.score == hypothesis.log_prob  # no length penalty
+
+
+def test_length_normalization_prefers_longer_when_asked() -> None:
+    table = {(): {A: 0.5, EOS: 0.5}, (A,): {EOS: 0.9, A: 0.1}}
+    short = beam_search(table_step(table), start(), torch.tensor([5]), BOS, EOS, 2, penalty="none")
+    long = beam_search(
+        table_step(table), start(), torch.tensor([5]), BOS, EOS, 2, penalty="average"
+    )
+    assert short[0][0].tokens == []  # log 0.5 beats log 0.45
+    assert long[0][0].tokens == [A]  # log(0.45) / 2 beats log(0.5) / 1
+
+
+def test_maximum_and_minimum_length() -> None:
+    table = {(): {A: 0.9, EOS: 0.1}, (A,): {A: 0.9, EOS: 0.1}, (A, A): {A: 0.9, EOS: 0.1}}
+    capped = beam_search(table_step(table), start(), torch.tensor([2]), BOS, EOS, 2, penalty="none")
+    assert all(len(h.tokens) <= 1 for h in capped[0])  # EOS counts towards the maximum
+    at_least = beam_search(
+        table_step({(): {EOS: 0.9, A: 0.1}}),
+        start(),
+        torch.tensor([4]),
+        BOS,
+        EOS,
+        2,
+        penalty="none",
+        min_length=1,
+    )
+    assert at_least[0][0].tokens == [A]
+
+
+def test_helpers() -> None:
+    assert length_penalty(torch.tensor([1, 7]), "gnmt", 1.0).tolist() == [1.0, 2.0]
+    assert length_penalty(torch.tensor([4]), "average", 0.6).tolist() == [4.0]
+    scores = torch.tensor([[0.0, -1.0]])
+    log_probs = torch.log(torch.tensor([[[0.1, 0.9], [0.6, 0.4]]]))
+    values, origin, token = top_candidates(scores, log_probs, 3)
+    assert origin.tolist() == [[0, 1, 1]] and token.tolist() == [[1, 0, 1]]
+    torch.testing.assert_close(
+        values, torch.log(torch.tensor([[0.9, 0.6, 0.4]])) - torch.tensor([0.0, 1, 1])
+    )
+    assert continuing(torch.tensor([[True, False, False, True]]), 2).tolist() == [[1, 2]]
+
+
+def small_model() -> Seq2Seq:
+    torch.manual_seed(3)
+    config = Seq2SeqConfig(
+        20, 20, embedding_size=8, encoder_hidden_size=8, decoder_hidden_size=8, attention_size=8
+    )
+    return Seq2Seq(config).eval()
+
+
+def encoded_batch(model: Seq2Seq):
+    torch.manual_seed(4)
+    src = torch.randint(4, 20, (6, 7))
+    lengths = torch.tensor([7, 3, 5, 1, 6, 2])
+    return src, lengths, max_output_lengths(lengths, 1.5, 3)
+
+
+@torch.no_grad()
+def test_beam_one_equals_greedy_and_larger_beams_score_at_least_as_well() -> None:
+    model = small_model()
+    src, lengths, limits = encoded_batch(model)
+    state = model.initial_state(model.encode(src, lengths))
+    greedy = greedy_search(model.step, state, limits, BOS, EOS)
+    one = beam_search(model.step, state, limits, BOS, EOS, beam_size=1, penalty="none")
+    assert [h[0].tokens for h in one] == greedy.tokens
+    torch.testing.assert_close(torch.tensor([h[0].log_prob for h in one]), greedy.scores)
+    five = beam_search(model.step, state, limits, BOS, EOS, beam_size=5, penalty="none")
+    for hypotheses, greedy_score in zip(five, greedy.scores.tolist(), strict=True):
+        assert hypotheses[0].log_prob >= greedy_score - 1e-5
+
+
+@torch.no_grad()
+def test_batched_equals_sentence_by_sentence() -> None:
+    model = small_model()
+    src, lengths, limits = encoded_batch(model)
+    batched = beam_search(
+        model.step,
+        model.initial_state(model.encode(src, lengths)),
+        limits,
+        BOS,
+        EOS,
+        beam_size=4,
+        nbest=2,
+    )
+    for row in range(len(lengths)):
+        one = slice(row, row + 1)
+        alone = beam_search(
+            model.step,
+            model.initial_state(model.encode(src[one, : lengths[row]], lengths[one])),
+            limits[one],
+            BOS,
+            EOS,
+            beam_size=4,
+            nbest=2,
+        )
+        assert [h.tokens for h in alone[0]] == [h.tokens for h in batched[row]]
+        for a, b in zip(alone[0], batched[row], strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+
+
+def test_nbest_larger_than_beam_is_refused() -> None:
+    with pytest.raises(ValueError, match="nbest must be between 1 and the beam size 2"):
+        beam_search(table_step(TABLE), start(), torch.tensor([3]), BOS, EOS, beam_size=2, nbest=3)
