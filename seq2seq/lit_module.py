@@ -115,7 +115,7 @@ class TranslationModule(L.LightningModule):
         loss, nll, tokens = self._loss(batch)
         now = time.perf_counter()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        self.log("train/ppl", math.exp(min(nll.item(), 50.0)), batch_size=len(batch))
+        self.log("train/ppl", nll.clamp(max=50.0).exp(), batch_size=len(batch))  # no host sync
         if self._last_step_end is not None:
             self.log(
                 "train/tgt_tokens_per_s",
@@ -124,6 +124,12 @@ class TranslationModule(L.LightningModule):
             )
         self._last_step_end = now
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._last_step_end = None  # the first step's interval would include set-up time
+
+    def on_validation_start(self) -> None:
+        self._last_step_end = None  # the next step's interval would include validation
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")

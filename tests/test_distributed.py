@@ -60,3 +60,30 @@ def test_two_ranks_train_identically_and_validate_like_one(tmp_path: Path) -> No
         scores[label] = json.loads(metrics.read_text())
     assert scores["two"]["val/bleu"] == pytest.approx(scores["one"]["val/bleu"], abs=1e-6)
     assert scores["two"]["val/chrf"] == pytest.approx(scores["one"]["val/chrf"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_predict_on_two_ranks_merges_in_input_order(tmp_path: Path) -> None:
+    corpus = reversal_corpus(tmp_path / "corpus")
+    train_py(
+        "fit",
+        *tiny_run_args(
+            corpus, tmp_path, **{"trainer.max_steps": 60, "trainer.limit_val_batches": 0}
+        ),
+    )
+    outputs = {}
+    for label, options in (("two", {"trainer.strategy": "ddp", "trainer.devices": 2}), ("one", {})):
+        output = tmp_path / f"predictions-{label}.en"
+        train_py(
+            "predict",
+            *tiny_run_args(corpus, tmp_path, **options, **{"model.test_search.beam_size": 1}),
+            "--ckpt_path=last",
+            "--trainer.callbacks+=seq2seq.callbacks.PredictionWriter",
+            f"--trainer.callbacks.output={output}",
+        )
+        outputs[label] = output.read_text().splitlines()
+        assert sorted(
+            p.name for p in tmp_path.iterdir() if p.name.startswith("predictions")
+        ) == sorted(f"predictions-{name}.en" for name in outputs)  # the ranks' shares are gone
+    assert len(outputs["two"]) == 100
+    assert outputs["two"] == outputs["one"]

@@ -26,6 +26,7 @@ class Hypothesis:
     tokens: list[int]  # without BOS and EOS
     score: float  # normalized by the length penalty; what hypotheses are ranked by
     log_prob: float  # sum of token log-probabilities, EOS included
+    attention: torch.Tensor | None = None  # (len(tokens) + 1, S) weights behind each token
 
 
 def length_penalty(lengths: torch.Tensor, kind: LengthPenalty, alpha: float) -> torch.Tensor:
@@ -69,6 +70,18 @@ class _Search:
     scores: torch.Tensor  # (B', K) running log-probabilities
     history: torch.Tensor  # (B', K, t) tokens so far
     max_lengths: torch.Tensor  # (B',)
+    attention: torch.Tensor | None  # (B', K, t, S) attention so far, when kept
+
+    def select(self, rows: torch.Tensor) -> _Search:
+        """The sentences whose `rows` (B',) are True; done ones leave."""
+        attention = None if self.attention is None else self.attention[rows]
+        return _Search(
+            self.sentence[rows],
+            self.scores[rows],
+            self.history[rows],
+            self.max_lengths[rows],
+            attention,
+        )
 
 
 def beam_search(
@@ -82,11 +95,13 @@ def beam_search(
     penalty: LengthPenalty = "gnmt",
     alpha: float = 0.6,
     min_length: int = 0,
+    keep_attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each sentence, best first.
 
     `state` holds one row per sentence and must support `reorder(index)`; `max_lengths` (B,) is
-    each sentence's longest output (EOS included), `min_length` the shortest before EOS.
+    each sentence's longest output (EOS included), `min_length` the shortest before EOS;
+    `keep_attention` records each hypothesis's attention weights (for plots).
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest must be between 1 and the beam size {beam_size}, not {nbest}")
@@ -99,12 +114,14 @@ def beam_search(
         scores,
         torch.empty(batch, beam_size, 0, dtype=torch.long, device=device),
         max_lengths,
+        None,
     )
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     tokens = torch.full((batch * beam_size,), bos_id, dtype=torch.long, device=device)
     position = 0
     while search.sentence.numel() > 0:
-        log_probs, state, _ = step(state, tokens)  # (B'*K, V)
+        log_probs, state, weights = step(state, tokens)  # (B'*K, V), _, (B'*K, S)
+        step_attention = weights.view(*search.scores.shape, -1) if keep_attention else None
         log_probs = _constrain(
             log_probs.view(*search.scores.shape, -1),
             position,
@@ -114,7 +131,17 @@ def beam_search(
         )
         values, origin, token = top_candidates(search.scores, log_probs, 2 * beam_size)
         _finalize(
-            finished, search, values, origin, token, position, eos_id, beam_size, penalty, alpha
+            finished,
+            search,
+            values,
+            origin,
+            token,
+            position,
+            eos_id,
+            beam_size,
+            penalty,
+            alpha,
+            step_attention,
         )
         keep = continuing(token == eos_id, beam_size)  # (B', K)
         beam_rows = origin.gather(1, keep)  # (B', K)
@@ -122,18 +149,27 @@ def beam_search(
         history = search.history.gather(1, beam_rows.unsqueeze(-1).expand_as(search.history))
         tokens = token.gather(1, keep)  # (B', K)
         search.history = torch.cat((history, tokens.unsqueeze(-1)), dim=-1)
+        if step_attention is not None:
+            search.attention = _extend_attention(search.attention, step_attention, beam_rows)
         position += 1
         open_rows = ~_done(finished, search, position, beam_size, penalty, alpha)  # (B',)
         if not bool(open_rows.all()):  # done sentences leave the batch
-            search = _Search(
-                search.sentence[open_rows],
-                search.scores[open_rows],
-                search.history[open_rows],
-                search.max_lengths[open_rows],
-            )
+            search = search.select(open_rows)
         state = state.reorder(_flat_rows(beam_rows, open_rows, beam_size))
         tokens = tokens[open_rows].flatten()
     return [sorted(hypotheses, key=lambda h: -h.score)[:nbest] for hypotheses in finished]
+
+
+def _extend_attention(
+    history: torch.Tensor | None, step_attention: torch.Tensor, beam_rows: torch.Tensor
+) -> torch.Tensor:
+    """(B', K, t + 1, S): each surviving beam's attention so far, plus this step's."""
+    source = step_attention.shape[-1]
+    current = step_attention.gather(1, beam_rows.unsqueeze(-1).expand(-1, -1, source))  # (B', K, S)
+    if history is None:
+        return current.unsqueeze(2)
+    index = beam_rows.view(*beam_rows.shape, 1, 1).expand(-1, -1, *history.shape[2:])
+    return torch.cat((history.gather(1, index), current.unsqueeze(2)), dim=2)
 
 
 def _flat_rows(beam_rows: torch.Tensor, open_rows: torch.Tensor, beam_size: int) -> torch.Tensor:
@@ -169,6 +205,7 @@ def _finalize(
     beam_size: int,
     penalty: LengthPenalty,
     alpha: float,
+    step_attention: torch.Tensor | None,
 ) -> None:
     """Record EOS candidates ranked among the K best as finished hypotheses."""
     ended = (token[:, :beam_size] == eos_id) & torch.isfinite(values[:, :beam_size])  # (B', K)
@@ -177,8 +214,14 @@ def _finalize(
     divisor = float(length_penalty(torch.tensor(position + 1), penalty, alpha))
     for row, rank in ended.nonzero().tolist():
         log_prob = float(values[row, rank])
-        tokens = search.history[row, origin[row, rank]].tolist()
-        hypothesis = Hypothesis(tokens, log_prob / divisor, log_prob)
+        beam = int(origin[row, rank])
+        tokens = search.history[row, beam].tolist()
+        attention = None
+        if step_attention is not None:
+            now = step_attention[row, beam].unsqueeze(0)  # (1, S): the attention behind EOS
+            earlier = now[:0] if search.attention is None else search.attention[row, beam]
+            attention = torch.cat((earlier, now))  # (t + 1, S)
+        hypothesis = Hypothesis(tokens, log_prob / divisor, log_prob, attention)
         finished[int(search.sentence[row])].append(hypothesis)
 
 

@@ -17,6 +17,7 @@ StepFunction = Callable[[Any, torch.Tensor], tuple[torch.Tensor, Any, torch.Tens
 class Hypotheses(NamedTuple):
     tokens: list[list[int]]  # per sentence, without BOS or EOS
     scores: torch.Tensor  # (B,) sum of the chosen tokens' log-probabilities, EOS included
+    attention: torch.Tensor | None  # (B, L, S) weights behind each output token, if kept
 
 
 def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
@@ -30,6 +31,7 @@ def greedy_search(
     max_lengths: torch.Tensor,
     bos_id: int,
     eos_id: int,
+    keep_attention: bool = False,
 ) -> Hypotheses:
     """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced."""
     batch = max_lengths.shape[0]
@@ -37,9 +39,11 @@ def greedy_search(
     tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
     scores = torch.zeros(batch, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    outputs = []
+    outputs, attention = [], []
     for position in range(int(max_lengths.max())):
-        log_probs, state, _ = step(state, tokens)  # (B, V)
+        log_probs, state, weights = step(state, tokens)  # (B, V), _, (B, S)
+        if keep_attention:
+            attention.append(weights)
         best_scores, tokens = log_probs.max(dim=-1)  # (B,), (B,)
         last = position + 1 >= max_lengths  # (B,) only EOS may come now
         best_scores = torch.where(last, log_probs[:, eos_id], best_scores)
@@ -49,7 +53,8 @@ def greedy_search(
         finished |= tokens == eos_id
         if bool(finished.all()):
             break
-    return Hypotheses(_until_eos(torch.stack(outputs, 1), eos_id), scores)
+    kept = torch.stack(attention, 1) if keep_attention else None
+    return Hypotheses(_until_eos(torch.stack(outputs, 1), eos_id), scores, kept)
 
 
 def _until_eos(tokens: torch.Tensor, eos_id: int) -> list[list[int]]:

@@ -54,17 +54,24 @@ def search(
     options: SearchOptions,
     bos_id: int,
     eos_id: int,
+    keep_attention: bool = False,
 ) -> list[list[Hypothesis]]:
-    """The best hypotheses of every sentence in (B, S) source ids, best first."""
+    """The best hypotheses of every sentence in (B, S) source ids, best first (with attention
+    weights, (output length + 1, S), when `keep_attention`)."""
     state = model.initial_state(model.encode(src, src_lengths))
     limits = max_output_lengths(src_lengths, options.max_output_ratio, options.max_output_offset)
     limits = limits.to(src.device)
     if options.beam_size == 1 and options.nbest == 1:  # the fast path
-        result = greedy_search(model.step, state, limits, bos_id, eos_id)
-        return [
-            [Hypothesis(tokens, score, score)]
-            for tokens, score in zip(result.tokens, result.scores.tolist(), strict=True)
-        ]
+        result = greedy_search(model.step, state, limits, bos_id, eos_id, keep_attention)
+        hypotheses = []
+        for row, (tokens, score) in enumerate(
+            zip(result.tokens, result.scores.tolist(), strict=True)
+        ):
+            attention = (
+                None if result.attention is None else result.attention[row, : len(tokens) + 1]
+            )
+            hypotheses.append([Hypothesis(tokens, score, score, attention)])
+        return hypotheses
     return beam_search(
         model.step,
         state,
@@ -76,4 +83,5 @@ def search(
         options.length_penalty,
         options.alpha,
         options.min_length,
+        keep_attention,
     )

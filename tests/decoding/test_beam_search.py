@@ -187,3 +187,24 @@ def test_batched_equals_sentence_by_sentence() -> None:
 def test_nbest_larger_than_beam_is_refused() -> None:
     with pytest.raises(ValueError, match="nbest must be between 1 and the beam size 2"):
         beam_search(table_step(TABLE), start(), torch.tensor([3]), BOS, EOS, beam_size=2, nbest=3)
+
+
+@torch.no_grad()
+def test_kept_attention_matches_each_hypothesis() -> None:
+    model = small_model()
+    src, lengths, limits = encoded_batch(model)
+    state = model.initial_state(model.encode(src, lengths))
+    beams = beam_search(
+        model.step, state, limits, BOS, EOS, beam_size=3, nbest=2, keep_attention=True
+    )
+    for row, hypotheses in enumerate(beams):
+        for hypothesis in hypotheses:
+            attention = hypothesis.attention
+            assert attention.shape == (len(hypothesis.tokens) + 1, src.shape[1])
+            torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[0]))
+            assert attention[:, lengths[row] :].abs().sum().item() == 0.0
+    greedy = greedy_search(model.step, state, limits, BOS, EOS, keep_attention=True)
+    one = beam_search(model.step, state, limits, BOS, EOS, 1, penalty="none", keep_attention=True)
+    for row, hypotheses in enumerate(one):
+        steps = len(hypotheses[0].tokens) + 1
+        torch.testing.assert_close(hypotheses[0].attention, greedy.attention[row, :steps])

@@ -1,0 +1,93 @@
+"""Decoding speed and quality on Multi30k test_2016_flickr (1,000 sentences) from a checkpoint.
+
+Greedy and beam search across batch budgets (source tokens per batch, padding included).
+"Search" time is translation only: the checkpoint is loaded and the sentences are read before
+the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
+
+    SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/decode_speed.py \
+        --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from sacrebleu.metrics import BLEU
+
+from seq2seq.data.corpus import read_lines
+from seq2seq.decoding.search import SearchOptions
+from seq2seq.translator import Translator
+
+
+def measure(
+    translator: Translator, sources: list[str], references: list[str], beam: int, batch_tokens: int
+) -> dict[str, float]:
+    options = SearchOptions(beam_size=beam)
+    start = time.perf_counter()
+    results = translator.translate_nbest(sources, options, batch_tokens)
+    seconds = time.perf_counter() - start
+    hypotheses = [best[0].text for best in results]
+    target_tokens = sum(len(ids) + 1 for ids in translator.tokenizer.encode_tgt(hypotheses))
+    return {
+        "beam": beam,
+        "batch_tokens": batch_tokens,
+        "seconds": round(seconds, 2),
+        "sentences_per_s": round(len(sources) / seconds, 1),
+        "target_tokens_per_s": round(target_tokens / seconds),
+        "bleu": round(BLEU().corpus_score(hypotheses, [references]).score, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--beams", default="1,5", help="comma-separated beam sizes")
+    parser.add_argument("--batch-tokens", default="1000,2000,4000", help="comma-separated budgets")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per setting; the median counts"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    directory = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
+    sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
+    references = list(read_lines(directory / "test_2016_flickr.en.gz"))
+    translator = Translator.from_checkpoint(args.checkpoint)
+    translator.translate(sources[:50], beam_size=1)  # warm-up: allocator, thread pools
+    results = []
+    for beam in (int(b) for b in args.beams.split(",")):
+        for budget in (int(t) for t in args.batch_tokens.split(",")):
+            runs = [
+                measure(translator, sources, references, beam, budget) for _ in range(args.repeats)
+            ]
+            results.append(
+                min(
+                    runs,
+                    key=lambda r: abs(r["seconds"] - statistics.median(x["seconds"] for x in runs)),
+                )
+            )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "sentences": len(sources),
+                "peak_rss_mib": round(peak, 1),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Batch inference: Translator and the translate / evaluate / score commands."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seq2seq.cli import main
+from seq2seq.decoding.search import SearchOptions
+from seq2seq.lightning_cli import main as train_main
+from seq2seq.translator import MAX_SOURCE_TOKENS, Translator
+from tests.training_helpers import reversal_corpus, tiny_run_args
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint, corpus) of a small model trained on word reversal for 400 updates."""
+    root = tmp_path_factory.mktemp("trained")
+    corpus = reversal_corpus(root / "corpus")
+    train_main(
+        [
+            "fit",
+            *tiny_run_args(
+                corpus, root, **{"trainer.max_steps": 400, "trainer.limit_val_batches": 0}
+            ),
+        ]
+    )
+    return root / "run/checkpoints/last.ckpt", corpus
+
+
+def test_translator_keeps_order_and_empty_lines(trained) -> None:
+    checkpoint, _ = trained
+    translator = Translator.from_checkpoint(checkpoint)
+    sentences = ["ab cd ef gh ij kl mn", "", "st uv", "   ", "op qr st uv wx ab", "cd"]
+    translations = translator.translate(sentences, beam_size=3, batch_tokens=20)
+    assert len(translations) == len(sentences)
+    assert translations[1] == "" and translations[3] == ""
+    alone = [translator.translate([s], beam_size=3)[0] for s in sentences]
+    assert translations == alone
+
+
+def test_nbest_lists_are_sorted(trained) -> None:
+    translator = Translator.from_checkpoint(trained[0])
+    nbest = translator.translate_nbest(["ab cd ef"], SearchOptions(beam_size=4, nbest=3))[0]
+    assert len(nbest) == 3
+    assert [t.score for t in nbest] == sorted((t.score for t in nbest), reverse=True)
+
+
+def test_overlong_line_is_truncated_with_a_warning(trained, capsys) -> None:
+    translator = Translator.from_checkpoint(trained[0])
+    result = translator.translate(["ab " * 10_000], beam_size=1)
+    assert len(result) == 1
+    assert f"longer than {MAX_SOURCE_TOKENS} subwords were truncated" in capsys.readouterr().err
+
+
+def test_translate_command_files_and_filters(trained, tmp_path: Path, capsys, monkeypatch) -> None:
+    checkpoint, corpus = trained
+    output = tmp_path / "out.en"
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(corpus / "test.de"),
+            "--output",
+            str(output),
+            "--beam-size",
+            "2",
+        ]
+    )
+    sources = (corpus / "test.de").read_text().splitlines()
+    translations = output.read_text().splitlines()
+    assert len(translations) == len(sources)
+    assert list(tmp_path.iterdir()) == [output]  # no temporary file left behind
+
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ab cd ef\r\n\nst uv wx\n")))
+    main(["translate", "--checkpoint", str(checkpoint), "--beam-size", "1"])
+    expected = Translator.from_checkpoint(checkpoint).translate(["ab cd ef", "", "st uv wx"], 1)
+    assert capsys.readouterr().out.splitlines() == expected
+    assert expected[1] == ""
+
+
+def test_translate_command_nbest_format(trained, tmp_path: Path) -> None:
+    checkpoint, _ = trained
+    (tmp_path / "in.de").write_text("ab cd\nef\n")
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(tmp_path / "in.de"),
+            "--output",
+            str(tmp_path / "out"),
+            "--beam-size",
+            "3",
+            "--nbest",
+            "2",
+        ]
+    )
+    lines = (tmp_path / "out").read_text().splitlines()
+    assert [line.split(" ||| ")[0] for line in lines] == ["0", "0", "1", "1"]
+    float(lines[0].split(" ||| ")[2])
+
+
+def test_evaluate_and_score_match_sacrebleu_command_line(trained, tmp_path: Path, capsys) -> None:
+    checkpoint, corpus = trained
+    main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--source",
+            str(corpus / "test.de"),
+            "--reference",
+            str(corpus / "test.en"),
+            "--beam-size",
+            "2",
+            "--json",
+        ]
+    )
+    evaluated = {s["metric"]: s for s in json.loads(capsys.readouterr().out)}
+    assert evaluated["BLEU"]["score"] > 50  # the model reverses word order well
+
+    hypotheses = tmp_path / "hyp.en"
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(corpus / "test.de"),
+            "--output",
+            str(hypotheses),
+            "--beam-size",
+            "2",
+        ]
+    )
+    main(
+        ["score", "--hypotheses", str(hypotheses), "--reference", str(corpus / "test.en"), "--json"]
+    )
+    scored = {s["metric"]: s for s in json.loads(capsys.readouterr().out)}
+    assert scored == evaluated
+    reference = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sacrebleu",
+            str(corpus / "test.en"),
+            "-i",
+            str(hypotheses),
+            "-m",
+            "bleu",
+            "chrf",
+            "ter",
+            "-b",
+            "-w",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout  # a JSON list when several metrics are asked for
+    assert json.loads(reference) == pytest.approx(
+        [scored[m]["score"] for m in ("BLEU", "chrF2", "TER")], abs=0.01
+    )
+    assert scored["BLEU"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["score", "--hypotheses", "{tmp}/a", "--reference", "{tmp}/b"],
+            "2 hypotheses but 1 references",
+        ),
+        (["score", "--hypotheses", "{tmp}/missing", "--reference", "{tmp}/b"], "file not found"),
+        (["score", "--hypotheses", "{tmp}", "--reference", "{tmp}/b"], "a directory"),
+        (
+            ["score", "--hypotheses", "{tmp}/bad", "--reference", "{tmp}/b"],
+            "line 1 is not valid UTF-8",
+        ),
+        (["translate", "--checkpoint", "{tmp}/a"], "cannot load checkpoint"),
+        (["translate", "--checkpoint", "{ckpt}", "--device", "cuda"], "CUDA is not available"),
+        (
+            ["translate", "--checkpoint", "{ckpt}", "--input", "{tmp}/a", "--output", "/proc/x/y"],
+            "cannot write to /proc/x",
+        ),
+        (["translate", "--checkpoint", "{ckpt}", "--nbest", "9"], "--nbest must be between 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(
+    trained, tmp_path: Path, capsys, arguments, message
+) -> None:
+    (tmp_path / "a").write_text("x\ny\n")
+    (tmp_path / "b").write_text("x\n")
+    (tmp_path / "bad").write_bytes(b"\xff\xfe\n")
+    filled = [a.format(tmp=tmp_path, ckpt=trained[0]) for a in arguments]
+    with pytest.raises(SystemExit) as exit_info:
+        main(filled)
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert message in error[-1] and error[-1].startswith("seq2seq: error:")
+    assert not any("Traceback" in line for line in error)
+
+
+def test_attention_plots_one_png_per_non_empty_line(trained, tmp_path: Path) -> None:
+    checkpoint, _ = trained
+    (tmp_path / "in.de").write_text("ab cd ef\n\nst uv wx ab\n")
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(tmp_path / "in.de"),
+            "--output",
+            str(tmp_path / "out"),
+            "--beam-size",
+            "2",
+            "--plot-attention",
+            str(tmp_path / "plots"),
+        ]
+    )
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert plots == ["000001.png", "000003.png"]
+    assert (tmp_path / "plots/000001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    translator = Translator.from_checkpoint(checkpoint)
+    translation = translator.translate_nbest(
+        ["ab cd ef"], SearchOptions(beam_size=2), keep_attention=True
+    )[0][0]
+    rows = len(translator.target_pieces(translation))
+    assert translation.attention.shape == (rows, len(translator.source_pieces("ab cd ef")))
