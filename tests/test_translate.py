@@ -30,6 +30,24 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return root / "run/checkpoints/last.ckpt", corpus
 
 
+def translate_file(
+    checkpoint: str | Path, source: str | Path, output: str | Path, *options: str
+) -> None:
+    """`seq2seq translate` from one file into another."""
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            *options,
+        ]
+    )
+
+
 def test_translator_keeps_order_and_empty_lines(trained) -> None:
     checkpoint, _ = trained
     translator = Translator.from_checkpoint(checkpoint)
@@ -58,19 +76,7 @@ def test_overlong_line_is_truncated_with_a_warning(trained, capsys) -> None:
 def test_translate_command_files_and_filters(trained, tmp_path: Path, capsys, monkeypatch) -> None:
     checkpoint, corpus = trained
     output = tmp_path / "out.en"
-    main(
-        [
-            "translate",
-            "--checkpoint",
-            str(checkpoint),
-            "--input",
-            str(corpus / "test.de"),
-            "--output",
-            str(output),
-            "--beam-size",
-            "2",
-        ]
-    )
+    translate_file(str(checkpoint), str(corpus / "test.de"), str(output), "--beam-size", "2")
     sources = (corpus / "test.de").read_text().splitlines()
     translations = output.read_text().splitlines()
     assert len(translations) == len(sources)
@@ -88,20 +94,14 @@ def test_translate_command_files_and_filters(trained, tmp_path: Path, capsys, mo
 def test_translate_command_nbest_format(trained, tmp_path: Path) -> None:
     checkpoint, _ = trained
     (tmp_path / "in.de").write_text("ab cd\nef\n")
-    main(
-        [
-            "translate",
-            "--checkpoint",
-            str(checkpoint),
-            "--input",
-            str(tmp_path / "in.de"),
-            "--output",
-            str(tmp_path / "out"),
-            "--beam-size",
-            "3",
-            "--nbest",
-            "2",
-        ]
+    translate_file(
+        str(checkpoint),
+        str(tmp_path / "in.de"),
+        str(tmp_path / "out"),
+        "--beam-size",
+        "3",
+        "--nbest",
+        "2",
     )
     lines = (tmp_path / "out").read_text().splitlines()
     assert [line.split(" ||| ")[0] for line in lines] == ["0", "0", "1", "1"]
@@ -128,19 +128,7 @@ def test_evaluate_and_score_match_sacrebleu_command_line(trained, tmp_path: Path
     assert evaluated["BLEU"]["score"] > 50  # the model reverses word order well
 
     hypotheses = tmp_path / "hyp.en"
-    main(
-        [
-            "translate",
-            "--checkpoint",
-            str(checkpoint),
-            "--input",
-            str(corpus / "test.de"),
-            "--output",
-            str(hypotheses),
-            "--beam-size",
-            "2",
-        ]
-    )
+    translate_file(str(checkpoint), str(corpus / "test.de"), str(hypotheses), "--beam-size", "2")
     main(
         ["score", "--hypotheses", str(hypotheses), "--reference", str(corpus / "test.en"), "--json"]
     )
@@ -212,20 +200,14 @@ def test_bad_input_is_one_line_and_exit_1(
 def test_attention_plots_one_png_per_non_empty_line(trained, tmp_path: Path) -> None:
     checkpoint, _ = trained
     (tmp_path / "in.de").write_text("ab cd ef\n\nst uv wx ab\n")
-    main(
-        [
-            "translate",
-            "--checkpoint",
-            str(checkpoint),
-            "--input",
-            str(tmp_path / "in.de"),
-            "--output",
-            str(tmp_path / "out"),
-            "--beam-size",
-            "2",
-            "--plot-attention",
-            str(tmp_path / "plots"),
-        ]
+    translate_file(
+        str(checkpoint),
+        str(tmp_path / "in.de"),
+        str(tmp_path / "out"),
+        "--beam-size",
+        "2",
+        "--plot-attention",
+        str(tmp_path / "plots"),
     )
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert plots == ["000001.png", "000003.png"]
