@@ -1,4 +1,4 @@
-"""Attention heat maps: which source subwords each output subword was translated from."""
+"""PNG figures: attention heat maps, and gradient norms against position."""
 
 from __future__ import annotations
 
@@ -7,15 +7,44 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_attention(
-    weights: np.ndarray, src_pieces: list[str], tgt_pieces: list[str], path: Path
-) -> None:
-    """Write a PNG of (T, S) attention weights with subwords on the axes (targets down)."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
     from matplotlib import pyplot
 
+    return pyplot
+
+
+def _save(figure, path: Path) -> None:
+    """Write the figure under a temporary name and rename it: never a half-written PNG."""
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=100)
+    _pyplot().close(figure)
+    temporary.replace(path)
+
+
+def plot_gradient_flow(curves: dict[str, np.ndarray], path: Path, xlabel: str, title: str) -> None:
+    """Write a PNG of gradient norms (log scale) against position, one line per label."""
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(figsize=(7.0, 4.5))
+    for label, norms in curves.items():
+        axes.plot(np.arange(len(norms)), norms, label=label)
+    axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("||dL/dh(t)||")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_attention(
+    weights: np.ndarray, src_pieces: list[str], tgt_pieces: list[str], path: Path
+) -> None:
+    """Write a PNG of (T, S) attention weights with subwords on the axes (targets down)."""
+    pyplot = _pyplot()
     height, width = weights.shape
     figure, axes = pyplot.subplots(figsize=(1.0 + 0.35 * width, 1.0 + 0.35 * height))
     axes.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
@@ -23,7 +52,4 @@ def plot_attention(
     axes.set_yticks(range(height), tgt_pieces, fontsize=8)
     axes.xaxis.tick_top()
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=100)
-    pyplot.close(figure)
-    temporary.replace(path)
+    _save(figure, path)

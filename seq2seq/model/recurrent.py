@@ -30,6 +30,7 @@ class LayerOutput(NamedTuple):
     outputs: torch.Tensor  # (B, T, D*H), zero at padded positions
     hidden: torch.Tensor  # (D, B, H) at each sequence's last real token
     cell: torch.Tensor | None  # (D, B, H), LSTM only
+    steps: list[torch.Tensor] | None = None  # T x (D, B, H) step states, when `keep_steps`
 
 
 def reverse_within_lengths(lengths: torch.Tensor, steps: int) -> torch.Tensor:
@@ -79,10 +80,11 @@ class RecurrentLayer(nn.Module):
                 "the fused kernel needs an LSTM without layer norm or recurrent dropout"
             )
         self.fused = can_fuse if fused is None else fused
+        self.keep_steps = False  # gradient probes set it to reach dL/dh(t) at every step
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
         """inputs (B, T, I), lengths (B,) with 1 <= length <= T."""
-        if self.fused:
+        if self.fused and not self.keep_steps:  # the fused kernel has no per-step tensors
             return self._fused(inputs, lengths)
         return self._loop(inputs, lengths)
 
@@ -119,7 +121,8 @@ class RecurrentLayer(nn.Module):
             stacked = stacked * running.t().unsqueeze(-1)  # zero past each end
         if directions == 2:
             stacked = torch.stack((stacked[0], gather_time(stacked[1], backward_order)))
-        return LayerOutput(stacked.permute(1, 2, 0, 3).reshape(batch, steps, -1), hidden, cell)
+        merged = stacked.permute(1, 2, 0, 3).reshape(batch, steps, -1)  # (B, T, D*H)
+        return LayerOutput(merged, hidden, cell, outputs if self.keep_steps else None)
 
     def _fused(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
         cell_module = self.cell
