@@ -1,14 +1,227 @@
-"""Lightning callbacks: the prediction writer that merges every rank's translations in order."""
+"""Lightning callbacks: gradient health, checkpoint on Ctrl-C, the prediction writer."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+
+from seq2seq.data.batch import Batch
+from seq2seq.gradients import (
+    GradientNorms,
+    flow_through_time,
+    mean_over_sequences,
+    nonfinite_gradient_elements,
+)
+from seq2seq.plots import plot_gradient_flow
+
+
+class GradientHealth(L.Callback):
+    """Makes vanishing and exploding gradients visible while training.
+
+    Every update (cheap: the norms are computed once, shared with the module's non-finite check)
+    it counts whether clipping fires; every `every_n_steps` updates it logs, under `grad/`:
+    the global L2 norm before clipping (what `clip_grad_norm_` returns), whether this update was
+    clipped and the running fraction of clipped updates, the norm of each part of the model
+    (embeddings, encoder, attention, decoder, output) and the non-finite counts.
+
+    Every `probe_every_n_steps` updates (and before the first) it measures gradient flow through
+    time on a fixed probe batch: ||dL/dh(t)|| of the top encoder layer's states at every source
+    position t, both directions, in eval mode (no dropout), logged under `grad_flow/` and drawn in
+    `<log dir>/grad_flow.png` (the first probe against the latest).
+
+    Args:
+        every_n_steps: updates between logged norms; 0 turns the callback off.
+        probe_every_n_steps: updates between gradient-flow probes; 0 turns probing off.
+        probe_sentences: sentences in the probe batch, the head of the first training batch.
+    """
+
+    def __init__(
+        self, every_n_steps: int = 50, probe_every_n_steps: int = 500, probe_sentences: int = 16
+    ) -> None:
+        self.every_n_steps = every_n_steps
+        self.probe_every_n_steps = probe_every_n_steps
+        self.probe_sentences = probe_sentences
+        self.updates = 0
+        self.clipped_updates = 0
+        self.nonfinite_updates = 0
+        self.probe: Batch | None = None
+        self.flows: dict[int, torch.Tensor] = {}  # global step -> (D, S) mean ||dL/dh(t)||
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "updates": self.updates,
+            "clipped_updates": self.clipped_updates,
+            "nonfinite_updates": self.nonfinite_updates,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.updates = state_dict["updates"]
+        self.clipped_updates = state_dict["clipped_updates"]
+        self.nonfinite_updates = state_dict["nonfinite_updates"]
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.every_n_steps <= 0:
+            return
+        norms = _gradient_norms(pl_module)
+        total = float(norms.total)
+        clip = trainer.gradient_clip_val
+        by_norm = trainer.gradient_clip_algorithm in (None, "norm")  # None: Lightning's default
+        clipped = bool(clip) and by_norm and total > clip
+        self.updates += 1
+        self.clipped_updates += clipped
+        nonfinite = (
+            0 if math.isfinite(total) else nonfinite_gradient_elements(pl_module.parameters())
+        )
+        self.nonfinite_updates += nonfinite > 0
+        if trainer.global_step % self.every_n_steps and not nonfinite:
+            return
+        metrics = {
+            "grad/norm": total,
+            "grad/clipped": float(clipped),
+            "grad/clipped_fraction": self.clipped_updates / self.updates,
+            "grad/nonfinite_elements": float(nonfinite),
+            "grad/nonfinite_updates": float(self.nonfinite_updates),
+        }
+        metrics |= {f"grad/norm_{group}": float(v) for group, v in norms.by_module().items()}
+        _log(trainer, metrics)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, batch_idx: int
+    ) -> None:
+        if self.probe is None and self.every_n_steps > 0 and self.probe_every_n_steps > 0:
+            self.probe = batch.head(self.probe_sentences)
+            self._probe(trainer, pl_module)  # the flow before the first update
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Batch, _: int
+    ) -> None:
+        if self.probe is not None and trainer.global_step % self.probe_every_n_steps == 0:
+            self._probe(trainer, pl_module)
+
+    def _probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.global_step in self.flows:
+            return
+        model, probe = pl_module.model, self.probe
+        was_training = model.training
+        model.eval()  # no dropout: the same probe gives comparable curves
+        with torch.enable_grad():
+            norms = flow_through_time(
+                model.encoder.layers[-1],
+                probe.src_lengths,
+                lambda: pl_module.loss(probe)[0],
+            )  # (D, B, S)
+        model.train(was_training)
+        flow = mean_over_sequences(norms).cpu()  # (D, S)
+        self.flows[trainer.global_step] = flow
+        metrics = {
+            f"grad_flow/{direction}/t{t:03d}": float(flow[d, t])
+            for d, direction in enumerate(("forward", "backward"))
+            for t in range(flow.shape[1])
+        }
+        _log(trainer, metrics)
+        self._plot(trainer)
+
+    def _plot(self, trainer: L.Trainer) -> None:
+        first, last = min(self.flows), max(self.flows)
+        curves = {}
+        for step in sorted({first, last}):
+            for d, direction in enumerate(("forward", "backward")):
+                curves[f"step {step}, {direction}"] = self.flows[step][d].numpy()
+        # not trainer.log_dir: it broadcasts, and only rank zero gets here
+        logger = trainer.loggers[0] if trainer.loggers else None
+        directory = Path(getattr(logger, "log_dir", None) or trainer.default_root_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        plot_gradient_flow(
+            curves,
+            directory / "grad_flow.png",
+            xlabel="source position t",
+            title="encoder ||dL/dh(t)||, probe batch",
+        )
+
+
+def _gradient_norms(pl_module: L.LightningModule) -> GradientNorms:
+    shared = getattr(pl_module, "gradient_norms", None)
+    return shared() if shared is not None else GradientNorms.of(pl_module.named_parameters())
+
+
+def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C during training saves a resumable `last.ckpt`, then stops.
+
+    The first SIGINT only raises a flag; at the end of the running step (a consistent point:
+    the update done, the counters Lightning resumes from in place) every rank agrees to stop, the
+    checkpoint is written atomically and training ends through Lightning's interrupt path. A
+    second Ctrl-C interrupts at once, without saving.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous_handler: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if _in_main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handler()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_handler()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        self._restore_handler()  # a second Ctrl-C goes straight to Python's KeyboardInterrupt
+        print(
+            "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit without)",
+            file=sys.stderr,
+        )
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, _: int
+    ) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.interrupted, all=False):
+            return
+        path = _last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            print(f"saved {path}; resume with --ckpt_path last", file=sys.stderr)
+        raise KeyboardInterrupt
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None and _in_main_thread():
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where `--ckpt_path last` will look: the checkpoint callback's directory."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+        return Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
 
 class PredictionWriter(BasePredictionWriter):

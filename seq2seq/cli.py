@@ -5,6 +5,7 @@
                       [--nbest N] [--batch-tokens T] [--device cpu|cuda] [--plot-attention DIR]
     seq2seq evaluate  --checkpoint CKPT --source PATH --reference PATH [--beam-size K] [--json]
     seq2seq score     --hypotheses PATH --reference PATH [--json]
+    seq2seq grad-flow [--config CFG | --checkpoint CKPT] [--length T] --output DIR
 
 Every user error is one line on stderr and exit status 1; output files are written under a
 temporary name and renamed when complete, so an interrupted run leaves no half-written file.
@@ -20,7 +21,14 @@ import tempfile
 from pathlib import Path
 
 from seq2seq.data.corpus import read_lines
-from seq2seq.errors import Seq2SeqError
+from seq2seq.errors import Seq2SeqError, one_line
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line: a `Seq2SeqError` instead of usage text and exit 2."""
+
+    def error(self, message: str):
+        raise Seq2SeqError(f"{message} (see {self.prog} --help)")
 
 
 def prepare(args: list[str]) -> None:
@@ -74,10 +82,7 @@ def _plot(translator, lines: list[str], results: list[list], directory: Path) ->
     """One PNG per non-empty line, named by its line number: `000001.png`, ..."""
     from seq2seq.plots import plot_attention
 
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise Seq2SeqError(f"cannot create {directory}: {error.strerror}") from error
+    _make_directory(directory)
     for number, (line, nbest) in enumerate(zip(lines, results, strict=True), start=1):
         best = nbest[0]
         if best.attention is not None:
@@ -86,7 +91,7 @@ def _plot(translator, lines: list[str], results: list[list], directory: Path) ->
 
 
 def translate(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="seq2seq translate", description="Translate raw text.")
+    parser = Parser(prog="seq2seq translate", description="Translate raw text.")
     _search_arguments(parser)
     parser.add_argument("--input", default="-", help="source text, one sentence a line (- stdin)")
     parser.add_argument("--output", default="-", help="where translations go (- stdout)")
@@ -113,7 +118,7 @@ def translate(args: list[str]) -> None:
 
 
 def evaluate(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="seq2seq evaluate", description="Translate and score.")
+    parser = Parser(prog="seq2seq evaluate", description="Translate and score.")
     _search_arguments(parser)
     parser.add_argument("--source", required=True)
     parser.add_argument("--reference", required=True)
@@ -130,7 +135,7 @@ def evaluate(args: list[str]) -> None:
 
 
 def score(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="seq2seq score", description="Score existing output.")
+    parser = Parser(prog="seq2seq score", description="Score existing output.")
     parser.add_argument("--hypotheses", required=True)
     parser.add_argument("--reference", required=True)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -146,6 +151,90 @@ def _print_scores(hypotheses: list[str], references: list[str], as_json: bool) -
         print(json.dumps([vars(s) for s in scores], indent=2))
     else:
         print("\n".join(str(s) for s in scores))
+
+
+def grad_flow(args: list[str]) -> None:
+    """||dL/dh(t)|| against distance from the loss for rnn, gru and lstm, without and with LN."""
+    parser = Parser(
+        prog="seq2seq grad-flow",
+        description="How far gradients travel back through time in freshly initialized "
+        "rnn, gru and lstm layers (and a trained encoder): JSON and PNG in --output.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", help="a train.py config: its sizes and initialization")
+    source.add_argument("--checkpoint", help="a .ckpt: its sizes, and its trained encoder layer")
+    parser.add_argument("--length", type=int, default=100, help="steps of the synthetic sequences")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument("--output", required=True, type=Path, help="directory for JSON and PNG")
+    options = parser.parse_args(args)
+    if options.length < 2:
+        raise Seq2SeqError("--length must be at least 2")
+    from seq2seq.gradients import FlowCurve, cell_comparison, synthetic_flow
+    from seq2seq.plots import plot_gradient_flow
+
+    architecture, trained = _grad_flow_model(options)
+    curves = cell_comparison(
+        architecture.embedding_size,
+        architecture.encoder_hidden_size,
+        options.length,
+        architecture.forget_bias,
+        architecture.recurrent_init,
+        options.seed,
+    )
+    if trained is not None:
+        norms = synthetic_flow(trained, options.length, seed=options.seed)
+        name = f"trained encoder layer 1 ({architecture.cell_type}, forward direction)"
+        curves.append(FlowCurve(name, norms.tolist()))
+    _make_directory(options.output)
+    report = {
+        "length": options.length,
+        "curves": [{**vars(c), "first_to_last": c.first_to_last} for c in curves],
+    }
+    write_output(str(options.output / "grad_flow.json"), [json.dumps(report, indent=2)])
+    plot_gradient_flow(
+        {c.name: c.norms[::-1] for c in curves},
+        options.output / "grad_flow.png",
+        xlabel="distance from the loss (steps)",
+        title=f"||dL/dh(t)|| over {options.length} steps, L reads the last state",
+    )
+    for curve in curves:
+        print(f"{curve.name:<60} ||dL/dh(0)|| / ||dL/dh(T-1)|| = {curve.first_to_last:.3g}")
+
+
+def _grad_flow_model(options: argparse.Namespace):
+    """The architecture to measure, and the trained encoder layer when a checkpoint is given."""
+    from seq2seq.model.seq2seq import Seq2SeqConfig
+
+    if options.checkpoint:
+        from seq2seq.checkpoint import load_checkpoint
+        from seq2seq.lit_module import TranslationModule
+
+        module = TranslationModule.restore(load_checkpoint(options.checkpoint))
+        return module.model.config, module.model.encoder.layers[0]
+    if options.config:
+        return _architecture_of_config(Path(options.config)), None
+    return Seq2SeqConfig(), None
+
+
+def _architecture_of_config(path: Path):
+    """`model.architecture` of a train.py config, read without building data or trainer."""
+    import yaml
+
+    from seq2seq.data.corpus import check_file
+    from seq2seq.model.seq2seq import Seq2SeqConfig
+
+    try:
+        config = yaml.safe_load(check_file(path).read_text(encoding="utf-8")) or {}
+        return Seq2SeqConfig(**((config.get("model") or {}).get("architecture") or {}))
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError) as error:
+        raise Seq2SeqError(f"{path}: not a train.py config ({one_line(error)})") from error
+
+
+def _make_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Seq2SeqError(f"cannot create {directory}: {error.strerror}") from error
 
 
 def read_input(path: str) -> list[str]:
@@ -182,17 +271,21 @@ def write_output(path: str, lines: list[str]) -> None:
         Path(temporary).unlink(missing_ok=True)
 
 
-COMMANDS = {"prepare": prepare, "translate": translate, "evaluate": evaluate, "score": score}
+COMMANDS = {
+    "prepare": prepare,
+    "translate": translate,
+    "evaluate": evaluate,
+    "score": score,
+    "grad-flow": grad_flow,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="seq2seq", description="Recurrent neural machine translation."
-    )
+    parser = Parser(prog="seq2seq", description="Recurrent neural machine translation.")
     parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
     parser.add_argument("options", nargs=argparse.REMAINDER, help="the command's options (--help)")
-    arguments = parser.parse_args(argv)
     try:
+        arguments = parser.parse_args(argv)
         COMMANDS[arguments.command](arguments.options)
     except Seq2SeqError as error:
         print(f"seq2seq: error: {error}", file=sys.stderr)

@@ -3,3 +3,8 @@
 
 class Seq2SeqError(Exception):
     """A problem with the user's input (files, options, checkpoints), never a bug in seq2seq."""
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (parsers explain over several), or its type's name."""
+    return " ".join(str(error).split()) or type(error).__name__

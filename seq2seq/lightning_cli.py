@@ -8,23 +8,35 @@ what LightningCLI gives, it
 - logs to TensorBoard and CSV under `<default_root_dir>` unless `trainer.logger` is given;
 - leaves distribution of batches to the data module's sampler (`use_distributed_sampler`
   false), which keeps length buckets and gives every rank as many batches;
+- always runs the gradient-health callback (`--gradient_health.every_n_steps 0` turns it off),
+  saves a resumable `last.ckpt` on Ctrl-C, writes checkpoints atomically and loads them with
+  `weights_only=True` (seq2seq/checkpoint.py);
 - `--test_after_fit true` tests the best checkpoint when training ends and prints test BLEU;
 - turns a `Seq2SeqError` into one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from pathlib import Path
 
+from jsonargparse import ArgumentError
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from seq2seq.callbacks import CheckpointOnInterrupt, GradientHealth
+from seq2seq.checkpoint import SafeCheckpointIO, load_checkpoint
 from seq2seq.datamodule import TranslationDataModule
-from seq2seq.errors import Seq2SeqError
+from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.lit_module import TranslationModule
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class TranslationCLI(LightningCLI):
@@ -32,19 +44,34 @@ class TranslationCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.architecture.src_vocab_size")
         parser.link_arguments("data.vocab_size", "model.architecture.tgt_vocab_size")
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+        parser.add_lightning_class_args(GradientHealth, "gradient_health")
         parser.add_argument(
             "--test_after_fit", type=bool, default=False, help="test the best checkpoint after fit"
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads `--ckpt_path`'s hyperparameters here: check the file first."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in ("last", "best", "hpc"):
+            load_checkpoint(path)  # a clear Seq2SeqError for a missing, corrupt or unsafe file
+        super()._parse_ckpt_path()
+
     def instantiate_trainer(self, **kwargs) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
+        root = trainer_config.get("default_root_dir") or "."
+        _check_writable(Path(root))
         if trainer_config.get("logger") in (None, True):  # not configured: ours, under the root
-            root = trainer_config.get("default_root_dir") or "."
             kwargs["logger"] = [
                 TensorBoardLogger(root, name="tensorboard"),
                 CSVLogger(root, name="csv"),
             ]
+        plugins = trainer_config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(CheckpointOnInterrupt())
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
@@ -58,12 +85,28 @@ class TranslationCLI(LightningCLI):
             )
 
 
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Seq2SeqError(f"cannot create {directory}: {error.strerror}") from error
+    if not os.access(directory, os.W_OK):
+        raise Seq2SeqError(f"cannot write to {directory}: permission denied")
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI:
     """Parse `args` (default: the command line) and, when `run`, run the subcommand."""
+    # `seq2seq prepare ...` passes its own arguments while sys.argv holds the command's
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return TranslationCLI(
         TranslationModule,
         TranslationDataModule,
         save_config_kwargs={"overwrite": True},
+        # parse errors raise instead of printing the usage: main() makes them one line
+        parser_kwargs={
+            "exit_on_error": False,
+            **{c: {"exit_on_error": False} for c in SUBCOMMANDS},
+        },
         auto_configure_optimizers=False,  # the module's configure_optimizers is the one path
         args=args,
         run=run,
@@ -73,6 +116,6 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI
 def main(args: list[str] | None = None) -> None:
     try:
         build_cli(args)
-    except Seq2SeqError as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
+    except (Seq2SeqError, ArgumentError, MisconfigurationException) as error:
+        print(f"train.py: error: {one_line(error)}", file=sys.stderr)
         sys.exit(1)

@@ -12,12 +12,15 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.decoding.search import SearchOptions, search
+from seq2seq.errors import Seq2SeqError
+from seq2seq.gradients import GradientNorms
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 TOKENIZER_KEY = "seq2seq_tokenizer"
@@ -42,6 +45,8 @@ class TranslationModule(L.LightningModule):
         val_search: how validation decodes (default greedy).
         test_search: how testing and prediction decode (default beam 5).
         seed: base of the per-step random seed (dropout masks), for exact resumption.
+        max_nonfinite_steps: updates with a non-finite loss or gradient norm are skipped; this
+            many in a row stop training.
     """
 
     def __init__(
@@ -59,6 +64,7 @@ class TranslationModule(L.LightningModule):
         val_search: SearchOptions = SearchOptions(beam_size=1),
         test_search: SearchOptions = SearchOptions(beam_size=5),
         seed: int = 1,
+        max_nonfinite_steps: int = 5,
     ) -> None:
         super().__init__()
         # checkpoints store plain types (loadable with weights_only=True); rebuild the dataclasses
@@ -84,6 +90,18 @@ class TranslationModule(L.LightningModule):
         )
         self.tokenizer: Tokenizer | None = None
         self._last_step_end: float | None = None
+        self._gradient_norms: GradientNorms | None = None
+        self._last_loss: torch.Tensor | None = None
+        self.skipped_steps = 0
+        self._nonfinite_in_a_row = 0
+
+    @classmethod
+    def restore(cls, checkpoint: dict[str, Any]) -> TranslationModule:
+        """The module a checkpoint dict (see seq2seq/checkpoint.py) holds, tokenizer included."""
+        module = cls(**checkpoint["hyper_parameters"])
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"])
+        return module
 
     @staticmethod
     def _init_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -96,15 +114,38 @@ class TranslationModule(L.LightningModule):
             self.tokenizer = datamodule.tokenizer
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Embed the SentencePiece models: the checkpoint alone is enough to translate."""
+        """Embed the SentencePiece models: the checkpoint alone is enough to translate.
+
+        A checkpoint never holds non-finite weights: saving one is refused.
+        """
         assert self.tokenizer is not None, "no tokenizer to store: train through a datamodule"
+        broken = [k for k, v in checkpoint["state_dict"].items() if not v.isfinite().all()]
+        if broken:
+            raise Seq2SeqError(f"refusing to save non-finite weights ({', '.join(broken[:3])})")
         checkpoint[TOKENIZER_KEY] = {
             "src": self.tokenizer.src_model,
             "tgt": self.tokenizer.tgt_model,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the checkpoint's tokenizer, after checking it fits this model and this data."""
+        if TOKENIZER_KEY not in checkpoint:
+            raise Seq2SeqError("not a seq2seq checkpoint: it holds no tokenizer")
         models = checkpoint[TOKENIZER_KEY]
+        own = self.state_dict()
+        for name, tensor in checkpoint["state_dict"].items():
+            if name in own and own[name].shape != tensor.shape:
+                raise Seq2SeqError(
+                    f"the checkpoint does not fit this model: {name} is {tuple(tensor.shape)}"
+                    f" there and {tuple(own[name].shape)} here (another vocabulary or size?)"
+                )
+        if self.tokenizer is not None and (
+            (self.tokenizer.src_model, self.tokenizer.tgt_model) != (models["src"], models["tgt"])
+        ):
+            raise Seq2SeqError(
+                "the checkpoint was trained with another tokenizer than this data's: use the"
+                " data settings (corpus, vocab_size, data_dir) it was trained with"
+            )
         self.tokenizer = Tokenizer(models["src"], models["tgt"])
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
@@ -112,7 +153,8 @@ class TranslationModule(L.LightningModule):
         torch.manual_seed(hash((self.hparams.seed, self.global_step, self.global_rank)) % 2**63)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss, nll, tokens = self._loss(batch)
+        loss, nll, tokens = self.loss(batch)
+        self._last_loss = loss.detach()
         now = time.perf_counter()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/ppl", nll.clamp(max=50.0).exp(), batch_size=len(batch))  # no host sync
@@ -124,6 +166,42 @@ class TranslationModule(L.LightningModule):
             )
         self._last_step_end = now
         return loss
+
+    def gradient_norms(self) -> GradientNorms:
+        """Norms of this update's gradients, computed once per update (callbacks share them)."""
+        if self._gradient_norms is None:
+            self._gradient_norms = GradientNorms.of(self.named_parameters())
+        return self._gradient_norms
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip an update whose loss or gradient norm is not finite; stop after too many.
+
+        Runs after the callbacks' hook (they log the bad gradients) and before clipping.
+        Dropping every gradient makes the optimizer leave weights and moments as they are.
+        """
+        norms, self._gradient_norms = self.gradient_norms(), None
+        finite = bool(torch.isfinite(norms.total)) and (
+            self._last_loss is None or bool(torch.isfinite(self._last_loss))
+        )
+        # every rank must agree, or DDP replicas would drift apart
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            self._nonfinite_in_a_row = 0
+            return
+        for parameter in self.parameters():
+            parameter.grad = None
+        self.skipped_steps += 1
+        self._nonfinite_in_a_row += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), reduce_fx="max")
+        rank_zero_warn(
+            f"step {self.global_step}: non-finite loss or gradient norm, update skipped "
+            f"({self._nonfinite_in_a_row} in a row, {self.skipped_steps} in all)"
+        )
+        if self._nonfinite_in_a_row >= self.hparams.max_nonfinite_steps:
+            raise Seq2SeqError(
+                f"training stopped at step {self.global_step}: {self._nonfinite_in_a_row} updates"
+                " in a row had a non-finite loss or gradient norm; lower the learning rate or"
+                " check the data"
+            )
 
     def on_train_epoch_start(self) -> None:
         self._last_step_end = None  # the first step's interval would include set-up time
@@ -148,12 +226,13 @@ class TranslationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_scores("test")
 
-    def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Label-smoothed loss, NLL per target token and the token count of a batch."""
         logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
         return label_smoothed_loss(logits, batch.tgt_out, self.hparams.label_smoothing)
 
     def _evaluate(self, batch: Batch, stage: str) -> None:
-        loss, _, _ = self._loss(batch)
+        loss, _, _ = self.loss(batch)
         self.log(f"{stage}/loss", loss, batch_size=len(batch), sync_dist=True)
         hypotheses = self.translate_batch(batch, self.searches[stage])
         metrics = self.metrics[stage]

@@ -5,7 +5,6 @@ Lines -> ids -> length-sorted, token-bounded batches -> search -> text -> input 
 
 from __future__ import annotations
 
-import pickle
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seq2seq.checkpoint import load_checkpoint
 from seq2seq.data.batch import collate
-from seq2seq.data.corpus import check_file
 from seq2seq.data.sampler import TokenBatchSampler
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID
 from seq2seq.decoding.search import SearchOptions, search
@@ -43,16 +42,13 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Translator:
-        check_file(path)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise Seq2SeqError(f"--device {device} asked for, but CUDA is not available here")
+        checkpoint = load_checkpoint(path)
         try:
-            module = TranslationModule.load_from_checkpoint(path, map_location=device)
-        except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as error:
-            reason = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            raise Seq2SeqError(f"cannot load checkpoint {path}: {reason}") from error
+            module = TranslationModule.restore(checkpoint)
+        except (KeyError, TypeError) as error:
+            raise Seq2SeqError(f"{path} is not a seq2seq checkpoint ({error})") from error
         return cls(module, torch.device(device))
 
     def translate(

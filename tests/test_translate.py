@@ -160,43 +160,6 @@ def test_evaluate_and_score_match_sacrebleu_command_line(trained, tmp_path: Path
     assert scored["BLEU"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
 
 
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (
-            ["score", "--hypotheses", "{tmp}/a", "--reference", "{tmp}/b"],
-            "2 hypotheses but 1 references",
-        ),
-        (["score", "--hypotheses", "{tmp}/missing", "--reference", "{tmp}/b"], "file not found"),
-        (["score", "--hypotheses", "{tmp}", "--reference", "{tmp}/b"], "a directory"),
-        (
-            ["score", "--hypotheses", "{tmp}/bad", "--reference", "{tmp}/b"],
-            "line 1 is not valid UTF-8",
-        ),
-        (["translate", "--checkpoint", "{tmp}/a"], "cannot load checkpoint"),
-        (["translate", "--checkpoint", "{ckpt}", "--device", "cuda"], "CUDA is not available"),
-        (
-            ["translate", "--checkpoint", "{ckpt}", "--input", "{tmp}/a", "--output", "/proc/x/y"],
-            "cannot write to /proc/x",
-        ),
-        (["translate", "--checkpoint", "{ckpt}", "--nbest", "9"], "--nbest must be between 1"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_1(
-    trained, tmp_path: Path, capsys, arguments, message
-) -> None:
-    (tmp_path / "a").write_text("x\ny\n")
-    (tmp_path / "b").write_text("x\n")
-    (tmp_path / "bad").write_bytes(b"\xff\xfe\n")
-    filled = [a.format(tmp=tmp_path, ckpt=trained[0]) for a in arguments]
-    with pytest.raises(SystemExit) as exit_info:
-        main(filled)
-    assert exit_info.value.code == 1
-    error = capsys.readouterr().err.strip().splitlines()
-    assert message in error[-1] and error[-1].startswith("seq2seq: error:")
-    assert not any("Traceback" in line for line in error)
-
-
 def test_attention_plots_one_png_per_non_empty_line(trained, tmp_path: Path) -> None:
     checkpoint, _ = trained
     (tmp_path / "in.de").write_text("ab cd ef\n\nst uv wx ab\n")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from seq2seq import checkpoint as checkpoint_module
+from seq2seq.checkpoint import SafeCheckpointIO
 from tests.conftest import write_corpus
 
 REVERSAL_WORDS = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st", "uv", "wx"]
@@ -103,3 +107,97 @@ class SaveMetrics(L.Callback):
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             self.path.write_text(json.dumps(metrics))
+
+
+class PoisonGradients(L.Callback):
+    """At the given updates, one gradient turns NaN (`nan`) or all overflow (`explode`)."""
+
+    def __init__(self, steps: list[int], kind: str = "nan") -> None:
+        self.steps = set(steps)
+        self.kind = kind
+
+    def on_after_backward(self, trainer, module) -> None:
+        if trainer.global_step not in self.steps:
+            return
+        with torch.no_grad():
+            if self.kind == "nan":
+                next(module.parameters()).grad.view(-1)[0] = float("nan")
+            else:
+                for parameter in module.parameters():
+                    parameter.grad.mul_(1e38)  # the global norm overflows to inf
+
+
+class NaNLoss(L.Callback):
+    """At the given updates, the training loss becomes NaN (as a corrupt batch would make it)."""
+
+    def __init__(self, steps: list[int]) -> None:
+        self.steps = set(steps)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        module.__dict__.pop("loss", None)
+        if trainer.global_step in self.steps:
+            honest = module.loss
+            module.loss = lambda b: (honest(b)[0] * float("nan"), *honest(b)[1:])
+
+
+class SnapshotSteps(L.Callback):
+    """Keeps copies of the weights and Adam moments before and after every update."""
+
+    def __init__(self) -> None:
+        self.before: dict[int, dict[str, torch.Tensor]] = {}
+        self.after: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.before[trainer.global_step] = self._state(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.after[trainer.global_step - 1] = self._state(trainer, module)
+
+    @staticmethod
+    def _state(trainer, module) -> dict[str, torch.Tensor]:
+        state = {name: p.detach().clone() for name, p in module.named_parameters()}
+        optimizer_state = trainer.optimizers[0].state
+        for index, parameter in enumerate(module.parameters()):
+            if "exp_avg" in optimizer_state.get(parameter, {}):
+                state[f"exp_avg.{index}"] = optimizer_state[parameter]["exp_avg"].clone()
+        return state
+
+
+class Heartbeat(L.Callback):
+    """Writes the number of finished updates to `path` after every update."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(str(trainer.global_step))
+        partial.replace(self.path)  # a reader, or a kill, never sees a half-written count
+
+
+class KillDuringSave(SafeCheckpointIO):
+    """SIGKILLs its own process in the middle of the `kill_at`-th checkpoint save.
+
+    The real save runs until the checkpoint bytes are on disk under the temporary name; the
+    kill comes before the rename, the moment a non-atomic save would leave a truncated file.
+    """
+
+    def __init__(self, kill_at: int) -> None:
+        self.kill_at = kill_at
+        self.saves = 0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        self.saves += 1
+        if self.saves == self.kill_at:
+            checkpoint_module.os.fsync = lambda descriptor: os.kill(os.getpid(), signal.SIGKILL)
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+
+class RunsCode:
+    """A pickle payload: unpickling it creates the file `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))

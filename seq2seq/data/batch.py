@@ -35,6 +35,19 @@ class Batch:
     def __len__(self) -> int:
         return self.src.shape[0]
 
+    def head(self, count: int) -> Batch:
+        """The first `count` pairs, their padding trimmed to the longest of them."""
+        src_length = int(self.src_lengths[:count].max())
+        tgt_length = int((self.tgt_out[:count] != PAD_ID).sum(dim=1).max())
+        return Batch(
+            src=self.src[:count, :src_length],
+            src_lengths=self.src_lengths[:count],
+            tgt_in=self.tgt_in[:count, :tgt_length],
+            tgt_out=self.tgt_out[:count, :tgt_length],
+            indices=self.indices[:count],
+            references=None if self.references is None else self.references[:count],
+        )
+
     @property
     def num_tgt_tokens(self) -> int:
         """Target tokens the loss sees: subwords plus EOS, no padding."""

@@ -1,0 +1,290 @@
+"""Faults during training: non-finite steps, kills, Ctrl-C, corrupt and malicious checkpoints."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import PARTIAL_SUFFIX, load_checkpoint, save_checkpoint
+from seq2seq.cli import main as seq2seq_main
+from seq2seq.errors import Seq2SeqError
+from seq2seq.lightning_cli import build_cli, main
+from tests.training_helpers import RunsCode, reversal_corpus, tiny_run_args
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return reversal_corpus(tmp_path_factory.mktemp("corpus"), train_pairs=800)
+
+
+def fit(corpus: Path, work: Path, callbacks: list[str], **overrides):
+    """Run `train.py fit` in this process with extra callbacks given as `class_path` strings."""
+    args = tiny_run_args(corpus, work, **overrides)
+    for callback in callbacks:
+        args.append(f"--trainer.callbacks+={callback}")
+    return build_cli(["fit", *args])
+
+
+def assert_same(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        '{"class_path": "tests.training_helpers.PoisonGradients", "init_args": {"steps": [4]}}',
+        '{"class_path": "tests.training_helpers.PoisonGradients",'
+        ' "init_args": {"steps": [4], "kind": "explode"}}',
+        '{"class_path": "tests.training_helpers.NaNLoss", "init_args": {"steps": [4]}}',
+    ],
+    ids=["nan-gradient", "exploding-step", "nan-loss"],
+)
+def test_non_finite_update_is_skipped_and_counted(corpus: Path, tmp_path: Path, poison) -> None:
+    cli = fit(
+        corpus,
+        tmp_path,
+        [poison, "tests.training_helpers.SnapshotSteps"],
+        **{"trainer.max_steps": 7},
+    )
+    snapshots = next(c for c in cli.trainer.callbacks if type(c).__name__ == "SnapshotSteps")
+    assert_same(snapshots.before[4], snapshots.after[4])  # weights and Adam moments untouched
+    assert not torch.equal(
+        snapshots.before[5]["model.decoder.bridge.weight"],
+        snapshots.after[5]["model.decoder.bridge.weight"],
+    )  # then on it goes
+    assert cli.model.skipped_steps == 1 and cli.trainer.global_step == 7
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert all(v.isfinite().all() for v in saved["state_dict"].values())
+
+
+def test_too_many_non_finite_updates_in_a_row_stop_training(
+    corpus: Path, tmp_path: Path, capsys
+) -> None:
+    poison = (
+        '{"class_path": "tests.training_helpers.PoisonGradients",'
+        ' "init_args": {"steps": [3, 4, 5, 6, 7, 8]}}'
+    )
+    args = tiny_run_args(
+        corpus,
+        tmp_path,
+        **{
+            "trainer.max_steps": 20,
+            "model.max_nonfinite_steps": 3,
+            "trainer.callbacks.every_n_train_steps": 1,
+        },
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, f"--trainer.callbacks+={poison}"])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        "train.py: error: training stopped at step 5: 3 updates in a row had a non-finite loss"
+        " or gradient norm; lower the learning rate or check the data"
+    )
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 5  # the skipped updates count as steps; weights are finite
+    assert all(v.isfinite().all() for v in saved["state_dict"].values())
+
+
+def test_non_finite_weights_are_never_saved(corpus: Path, tmp_path: Path) -> None:
+    cli = fit(corpus, tmp_path, [], **{"trainer.max_steps": 1})
+    with torch.no_grad():
+        cli.model.model.decoder.bridge.weight[0, 0] = float("inf")
+    with pytest.raises(Seq2SeqError, match="refusing to save non-finite weights"):
+        cli.trainer.save_checkpoint(tmp_path / "bad.ckpt")
+    assert not (tmp_path / "bad.ckpt").exists()
+
+
+def test_save_interrupted_midway_leaves_the_previous_file_whole(
+    tmp_path: Path, monkeypatch
+) -> None:
+    path = tmp_path / "last.ckpt"
+    save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def dies_halfway(obj, handle) -> None:
+        handle.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert (tmp_path / f"last.ckpt{PARTIAL_SUFFIX}").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(corpus: Path, tmp_path_factory) -> Path:
+    """A checkpoint of a few updates."""
+    work = tmp_path_factory.mktemp("trained")
+    fit(corpus, work, [], **{"trainer.max_steps": 3})
+    return work / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_checkpoint_with_a_pickle_payload_is_refused_and_the_payload_never_runs(
+    trained: Path, corpus: Path, tmp_path: Path, capsys
+) -> None:
+    marker = tmp_path / "payload-ran"
+    checkpoint = torch.load(trained, weights_only=True)
+    checkpoint["hyper_parameters"]["innocent"] = RunsCode(marker)
+    evil = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, evil)
+    with pytest.raises(SystemExit):
+        seq2seq_main(["translate", "--checkpoint", str(evil), "--input", str(trained)])
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_run_args(corpus, tmp_path), f"--ckpt_path={evil}"])
+    with pytest.raises(SystemExit):
+        seq2seq_main(["grad-flow", "--checkpoint", str(evil), "--output", str(tmp_path)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 3 and all("refusing to load" in line for line in errors)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # the refusal is torch's weights_only loader
+        torch.load(evil, weights_only=True)
+    torch.load(evil, weights_only=False)  # proof that the payload is live when unpickled
+    assert marker.exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(
+    trained: Path, corpus: Path, tmp_path: Path, capsys
+) -> None:
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(trained.read_bytes()[: trained.stat().st_size // 2])
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_run_args(corpus, tmp_path), f"--ckpt_path={truncated}"])
+    with pytest.raises(SystemExit):
+        seq2seq_main(["translate", "--checkpoint", str(truncated)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert errors == [
+        f"train.py: error: cannot read checkpoint {truncated}: truncated or not a checkpoint",
+        f"seq2seq: error: cannot read checkpoint {truncated}: truncated or not a checkpoint",
+    ]
+
+
+# ---- real processes, real signals -----------------------------------------------------------
+
+
+def train_process(corpus: Path, work: Path, *extra: str, resume: bool) -> subprocess.Popen:
+    args = tiny_run_args(
+        corpus,
+        work,
+        **{"trainer.max_steps": 40, "trainer.callbacks.every_n_train_steps": 3},
+    )
+    args += [  # `extra` first: `--trainer.callbacks.X` options apply to the last callback
+        *extra,
+        "--trainer.callbacks+=tests.training_helpers.Heartbeat",
+        f"--trainer.callbacks.path={work / 'heartbeat'}",
+    ]
+    if resume:
+        args.append("--ckpt_path=last")
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "fit", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_updates(work: Path, process: subprocess.Popen, updates: int) -> None:
+    heartbeat = work / "heartbeat"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if heartbeat.exists() and heartbeat.read_text() and int(heartbeat.read_text()) >= updates:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"training never reached {updates} updates")
+
+
+def saved_step(work: Path) -> int:
+    return load_checkpoint(work / "run" / "checkpoints" / "last.ckpt")["global_step"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_arbitrary_moments_then_resume_finishes(corpus: Path, tmp_path: Path) -> None:
+    """Killed during set-up, mid-step at several points and mid-save; each restart resumes."""
+    process = train_process(corpus, tmp_path, resume=False)
+    time.sleep(1.0)  # still importing / preparing data: nothing saved yet
+    process.kill()
+    process.wait()
+    for kill_after in (4, 11, 19):
+        process = train_process(corpus, tmp_path, resume=True)
+        wait_for_updates(tmp_path, process, kill_after)
+        time.sleep(0.05 * kill_after % 0.13)  # land at different points inside a step
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        lost = int((tmp_path / "heartbeat").read_text()) - saved_step(tmp_path)
+        assert 0 <= lost < 3 + 2  # at most what followed the last checkpoint (every 3 updates)
+    before_save_kill = saved_step(tmp_path)
+    kill_in_save = (
+        '{"class_path": "tests.training_helpers.KillDuringSave", "init_args": {"kill_at": 2}}'
+    )
+    process = train_process(corpus, tmp_path, f"--trainer.plugins={kill_in_save}", resume=True)
+    assert process.wait() == -signal.SIGKILL
+    partial = tmp_path / "run" / "checkpoints" / f"last.ckpt{PARTIAL_SUFFIX}"
+    assert partial.exists()  # the save was cut short before its rename ...
+    assert saved_step(tmp_path) >= before_save_kill  # ... and last.ckpt is whole and loads
+    process = train_process(corpus, tmp_path, resume=True)
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 0, errors
+    assert int((tmp_path / "heartbeat").read_text()) == 40  # finished
+    assert saved_step(tmp_path) == 39  # the last multiple of 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_cleanly(
+    corpus: Path, tmp_path: Path
+) -> None:
+    process = train_process(
+        corpus, tmp_path, "--trainer.callbacks.every_n_train_steps=0", resume=False
+    )
+    wait_for_updates(tmp_path, process, 5)
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Traceback" not in errors
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert f"saved {last}; resume with --ckpt_path last" in errors
+    interrupted_at = saved_step(tmp_path)
+    assert interrupted_at == int((tmp_path / "heartbeat").read_text())  # nothing lost
+    process = train_process(corpus, tmp_path, resume=True)
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 0, errors
+    assert f"Restored all states from the checkpoint at {last}" in errors
+    assert int((tmp_path / "heartbeat").read_text()) == 40
+
+
+def test_training_writes_only_under_the_paths_it_was_given(corpus: Path, tmp_path: Path) -> None:
+    """Current directory, HOME and TMPDIR stay empty; output goes to data_dir and root dir."""
+    places = {name: tmp_path / name for name in ("cwd", "home", "tmp", "work")}
+    for place in places.values():
+        place.mkdir()
+    args = tiny_run_args(
+        corpus, places["work"], **{"trainer.max_steps": 2, "trainer.logger": "null"}
+    )
+    environment = {
+        **os.environ,
+        "HOME": str(places["home"]),
+        "TMPDIR": str(places["tmp"]),
+        "PYTHONPATH": str(REPO),
+        "MPLCONFIGDIR": str(places["work"] / "mpl"),
+    }
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", *args],
+        cwd=places["cwd"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    for name in ("cwd", "home", "tmp"):
+        assert list(places[name].iterdir()) == [], name
+    assert {p.name for p in places["work"].iterdir()} <= {"data", "run", "mpl"}
