@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.data.tokenizer import PAD_ID
-from seq2seq.lit_module import TranslationModule, inverse_sqrt_schedule, label_smoothed_loss
+from seq2seq.lit_module import (
+    TranslationModule,
+    build_optimizer,
+    inverse_sqrt_schedule,
+    label_smoothed_loss,
+)
 from seq2seq.model.seq2seq import Seq2SeqConfig
 
 
@@ -48,3 +53,26 @@ def test_hyperparameters_are_plain_types_and_rebuild_the_model() -> None:
     assert module.hparams.learning_rate == 3e-4
     rebuilt = TranslationModule(**module.hparams)
     assert rebuilt.model.config == architecture
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_optimizer_updates_like_the_default_one(name: str) -> None:
+    torch.manual_seed(0)
+    weights = [torch.randn(40, 30), torch.randn(30)]
+    gradients = [[torch.randn_like(w) for w in weights] for _ in range(5)]
+    results = []
+    for optimizer_of in (
+        lambda ps: build_optimizer(ps, name, 1e-3, 0.01),
+        lambda ps: (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(
+            ps, lr=1e-3, weight_decay=0.01, foreach=False
+        ),
+    ):
+        parameters = [torch.nn.Parameter(w.clone()) for w in weights]
+        optimizer = optimizer_of(parameters)
+        for step in gradients:
+            for parameter, gradient in zip(parameters, step, strict=True):
+                parameter.grad = gradient.clone()
+            optimizer.step()
+        results.append(parameters)
+    for fused, plain in zip(*results, strict=True):
+        torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-7)

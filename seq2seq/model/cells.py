@@ -111,28 +111,29 @@ class RecurrentCell(nn.Module):
     def _lstm(
         self, input_gates: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        size = self.hidden_size
-        gates = input_gates + recurrent  # (D, B, 4H)
-        sigmoids = torch.sigmoid(gates)  # g's sigmoid is unused: one call beats three
-        input_gate, forget_gate = sigmoids[..., :size], sigmoids[..., size : 2 * size]
-        output_gate = sigmoids[..., 3 * size :]
-        candidate = torch.tanh(gates[..., 2 * size : 3 * size])
-        new_cell = torch.addcmul(input_gate * candidate, forget_gate, cell)  # (D, B, H)
+        # chunk, not slices: the backward of a slice zero-fills a full-size gradient, chunk's
+        # is one concatenation (an LSTM step's forward + backward: 3.3 -> 1.5 ms at D=2, B=124,
+        # H=256 on the 2-core CPU)
+        input_gate, forget_gate, candidate, output_gate = (input_gates + recurrent).chunk(4, -1)
+        new_cell = torch.addcmul(
+            torch.sigmoid(input_gate) * torch.tanh(candidate), torch.sigmoid(forget_gate), cell
+        )  # (D, B, H)
         shown = new_cell
         if self.layer_norm:
             shown = torch.addcmul(
-                self.cell_norm_bias, F.layer_norm(new_cell, (size,)), self.cell_norm_weight
+                self.cell_norm_bias,
+                F.layer_norm(new_cell, (self.hidden_size,)),
+                self.cell_norm_weight,
             )
-        return output_gate * torch.tanh(shown), new_cell
+        return torch.sigmoid(output_gate) * torch.tanh(shown), new_cell
 
     def _gru(
         self, input_gates: torch.Tensor, recurrent: torch.Tensor, hidden: torch.Tensor
     ) -> torch.Tensor:
         """nn.GRU's equations, with the candidate's recurrent bias folded into the one bias."""
         size = self.hidden_size
-        reset_update = torch.sigmoid(input_gates[..., : 2 * size] + recurrent[..., : 2 * size])
-        reset, update = reset_update[..., :size], reset_update[..., size:]
-        candidate = torch.tanh(
-            torch.addcmul(input_gates[..., 2 * size :], reset, recurrent[..., 2 * size :])
-        )
+        input_reset_update, input_candidate = input_gates.split((2 * size, size), dim=-1)
+        recurrent_reset_update, recurrent_candidate = recurrent.split((2 * size, size), dim=-1)
+        reset, update = torch.sigmoid(input_reset_update + recurrent_reset_update).chunk(2, -1)
+        candidate = torch.tanh(torch.addcmul(input_candidate, reset, recurrent_candidate))
         return torch.lerp(candidate, hidden, update)  # (1 - z) * n + z * h

@@ -1,0 +1,203 @@
+"""Training throughput of the reference model on real Multi30k batches, and its FLOPs utilization.
+
+One training step = forward, label-smoothed loss, backward, clipping at norm 1, Adam update,
+exactly what TranslationModule does minus Lightning's bookkeeping. After warm-up steps, timed
+steps run for every variant in alternating rounds (drift of the machine hits all alike). For
+each variant it reports target tokens/s (subwords + EOS, no padding), sentences/s, the median
+step time, the analytic FLOPs of a step (GEMMs of the padded batch, backward = 2 x forward),
+the GEMM peak measured in this process (torch.matmul at the model's own shapes) and the ratio.
+
+Variants: `fused` (no layer norm, no dropout: the encoder runs torch's fused LSTM kernel) and
+`ln_dropout` (the reference: layer norm and variational dropout), each in fp32 and, where the
+device has fast bf16 (CUDA, or a CPU with AVX-512 BF16 / AMX), bf16 autocast. Prints JSON.
+
+    SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/train_throughput.py [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from seq2seq.data.batch import Batch
+from seq2seq.datamodule import TranslationDataModule
+from seq2seq.lit_module import build_optimizer, label_smoothed_loss
+from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+
+NO_DROPOUT = {"embedding_dropout": 0.0, "dropout": 0.0, "recurrent_dropout": 0.0}
+VARIANTS = {
+    "fused": {"layer_norm": False, "fused_encoder": True, **NO_DROPOUT},
+    "ln_dropout": {"layer_norm": True},  # the reference config's defaults
+}
+
+
+def training_batches(count: int, max_tokens: int, data_dir: str, device: str) -> list[Batch]:
+    datamodule = TranslationDataModule(data_dir=data_dir, max_tokens=max_tokens)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batches = []
+    for batch in datamodule.train_dataloader():
+        batches.append(batch.to(device))
+        if len(batches) == count:
+            break
+    return batches
+
+
+def step_flops(config: Seq2SeqConfig, batch: Batch) -> float:
+    """GEMM FLOPs of one training step on the padded batch (forward x 3)."""
+    b, s = batch.src.shape
+    t = batch.tgt_in.shape[1]
+    e, h, d, a = (
+        config.embedding_size,
+        config.encoder_hidden_size,
+        config.decoder_hidden_size,
+        config.attention_size,
+    )
+    v, g, memory = config.tgt_vocab_size, 4, 2 * config.encoder_hidden_size
+    encoder = 0
+    for layer in range(config.encoder_layers):
+        inputs = e if layer == 0 else memory
+        encoder += 2 * (2 * b * s * inputs * g * h + 2 * b * s * h * g * h)
+    attention_keys = 2 * b * s * memory * a
+    bridge = 2 * b * memory * d
+    decoder_step = (
+        2 * b * (e + memory) * g * d  # embedding and context into the gates
+        + 2 * b * d * g * d  # recurrent
+        + 2 * b * d * a  # query
+        + 2 * b * s * a  # scores
+        + 2 * b * s * memory  # context
+    )
+    output = 2 * b * t * (d + memory + e) * e + 2 * b * t * e * v
+    forward = encoder + attention_keys + bridge + t * decoder_step + output
+    return 3.0 * forward
+
+
+def gemm_peak(config: Seq2SeqConfig, batch: Batch, device: str, dtype: torch.dtype) -> float:
+    """Highest FLOP/s of torch.matmul over the model's large GEMM shapes."""
+    b, s = batch.src.shape
+    t = batch.tgt_in.shape[1]
+    e, h, d = config.embedding_size, config.encoder_hidden_size, config.decoder_hidden_size
+    shapes = [
+        (b * t, e, config.tgt_vocab_size),  # output projection
+        (b * s, e, 8 * h),  # encoder input projection, both directions
+        (b * t, d + 2 * h + e, e),  # pre-output
+        (b, d, 4 * d),  # one decoder recurrent step
+    ]
+    best = 0.0
+    for m, k, n in shapes:
+        left = torch.randn(m, k, device=device, dtype=dtype)
+        right = torch.randn(k, n, device=device, dtype=dtype)
+        for _ in range(3):
+            torch.matmul(left, right)
+        for _ in range(5):  # the best of five trials: the peak, not the machine's noise
+            _synchronize(device)
+            repeats, start = 10, time.perf_counter()
+            for _ in range(repeats):
+                torch.matmul(left, right)
+            _synchronize(device)
+            best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
+    return best
+
+
+def train_step(model, optimizer, batch: Batch, precision: str, device: str) -> float:
+    start = time.perf_counter()
+    autocast = (
+        torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+    loss, _, _ = label_smoothed_loss(logits, batch.tgt_out, 0.1)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def precisions(device: str) -> list[str]:
+    if device.startswith("cuda"):
+        return ["fp32", "bf16"] if torch.cuda.is_bf16_supported() else ["fp32"]
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return ["fp32", "bf16"] if ("avx512_bf16" in flags or "amx_bf16" in flags) else ["fp32"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=2400, help="batch budget (reference)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batches = training_batches(args.steps, args.max_tokens, args.data_dir, args.device)
+    runs = {}
+    for name, options in VARIANTS.items():
+        for precision in precisions(args.device):
+            torch.manual_seed(0)
+            model = Seq2Seq(Seq2SeqConfig(share_embeddings=True, **options)).to(args.device)
+            optimizer = build_optimizer(model.parameters(), "adam", 1e-3, 0.0)
+            for batch in batches[: args.warmup]:
+                train_step(model.train(), optimizer, batch, precision, args.device)
+            runs[f"{name}/{precision}"] = (model, optimizer, precision, [])
+    for _ in range(args.rounds):
+        for model, optimizer, precision, times in runs.values():
+            times += [train_step(model, optimizer, b, precision, args.device) for b in batches]
+    config = next(iter(runs.values()))[0].config
+    flops = statistics.mean(step_flops(config, b) for b in batches)
+    tokens = statistics.mean(b.num_tgt_tokens for b in batches)
+    sentences = statistics.mean(len(b) for b in batches)
+    results = {}
+    for key, (_, _, precision, times) in runs.items():
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        peak = gemm_peak(config, batches[0], args.device, dtype)
+        step = statistics.median(times)
+        results[key] = {
+            "median_step_s": round(step, 4),
+            "target_tokens_per_s": round(tokens / step),
+            "sentences_per_s": round(sentences / step, 1),
+            "model_gflop_per_s": round(flops / step / 1e9, 2),
+            "gemm_peak_gflop_per_s": round(peak / 1e9, 1),
+            "mfu": round(flops / step / peak, 3),
+        }
+    print(
+        json.dumps(
+            {
+                "device": args.device,
+                "threads": args.threads,
+                "python": sys.version.split()[0],
+                "torch": torch.__version__,
+                "batches": len(batches),
+                "mean_target_tokens_per_batch": round(tokens),
+                "mean_sentences_per_batch": round(sentences, 1),
+                "analytic_gflop_per_step": round(flops / 1e9, 2),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "variants": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
