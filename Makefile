@@ -26,3 +26,5 @@ test: install
 bench: install
 	$(PYTHON) bench/prepare_data.py
 	$(PYTHON) bench/model_step.py
+	$(PYTHON) bench/train_throughput.py
+	$(PYTHON) bench/gradient_health.py
