@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from seq2seq.data.corpus import read_lines
+from seq2seq.data.corpus import make_directory, read_lines
 from seq2seq.errors import Seq2SeqError, one_line
 
 
@@ -82,7 +82,7 @@ def _plot(translator, lines: list[str], results: list[list], directory: Path) ->
     """One PNG per non-empty line, named by its line number: `000001.png`, ..."""
     from seq2seq.plots import plot_attention
 
-    _make_directory(directory)
+    make_directory(directory)
     for number, (line, nbest) in enumerate(zip(lines, results, strict=True), start=1):
         best = nbest[0]
         if best.attention is not None:
@@ -185,7 +185,7 @@ def grad_flow(args: list[str]) -> None:
         norms = synthetic_flow(trained, options.length, seed=options.seed)
         name = f"trained encoder layer 1 ({architecture.cell_type}, forward direction)"
         curves.append(FlowCurve(name, norms.tolist()))
-    _make_directory(options.output)
+    make_directory(options.output)
     report = {
         "length": options.length,
         "curves": [{**vars(c), "first_to_last": c.first_to_last} for c in curves],
@@ -228,13 +228,6 @@ def _architecture_of_config(path: Path):
         return Seq2SeqConfig(**((config.get("model") or {}).get("architecture") or {}))
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError) as error:
         raise Seq2SeqError(f"{path}: not a train.py config ({one_line(error)})") from error
-
-
-def _make_directory(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise Seq2SeqError(f"cannot create {directory}: {error.strerror}") from error
 
 
 def read_input(path: str) -> list[str]:

@@ -17,7 +17,6 @@ what LightningCLI gives, it
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -32,6 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from seq2seq.callbacks import CheckpointOnInterrupt, GradientHealth
 from seq2seq.checkpoint import SafeCheckpointIO, load_checkpoint
+from seq2seq.data.corpus import make_directory
 from seq2seq.datamodule import TranslationDataModule
 from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.lit_module import TranslationModule
@@ -60,7 +60,7 @@ class TranslationCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
         root = trainer_config.get("default_root_dir") or "."
-        _check_writable(Path(root))
+        make_directory(root)
         if trainer_config.get("logger") in (None, True):  # not configured: ours, under the root
             kwargs["logger"] = [
                 TensorBoardLogger(root, name="tensorboard"),
@@ -83,15 +83,6 @@ class TranslationCLI(LightningCLI):
             self.trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None
             )
-
-
-def _check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise Seq2SeqError(f"cannot create {directory}: {error.strerror}") from error
-    if not os.access(directory, os.W_OK):
-        raise Seq2SeqError(f"cannot write to {directory}: permission denied")
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI:

@@ -11,8 +11,18 @@ import pytest
 
 from seq2seq.data.corpus import CorpusFiles
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from seq2seq.model.seq2seq import Seq2SeqConfig
 
 TINY_VOCAB_SIZE = 400
+# a model small enough to build in milliseconds, for tests of bookkeeping rather than learning
+TINY_ARCHITECTURE = Seq2SeqConfig(
+    src_vocab_size=30,
+    tgt_vocab_size=30,
+    embedding_size=8,
+    encoder_hidden_size=8,
+    decoder_hidden_size=8,
+    attention_size=8,
+)
 
 
 def synthetic_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:

@@ -16,7 +16,8 @@ from seq2seq.gradients import (
 )
 from seq2seq.model.initialization import initialize_cell
 from seq2seq.model.recurrent import RecurrentLayer
-from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+from seq2seq.model.seq2seq import Seq2Seq
+from tests.conftest import TINY_ARCHITECTURE
 
 LENGTH = 30
 SMALL_RECURRENT_SCALE = 0.5  # ||U|| = 0.5 and tanh' <= 1: each step at least halves dL/dh
@@ -78,16 +79,7 @@ def test_bidirectional_flow_is_by_position_and_nan_at_padding() -> None:
 
 
 def test_module_norms_partition_the_global_norm() -> None:
-    model = Seq2Seq(
-        Seq2SeqConfig(
-            src_vocab_size=30,
-            tgt_vocab_size=30,
-            embedding_size=8,
-            encoder_hidden_size=8,
-            decoder_hidden_size=8,
-            attention_size=8,
-        )
-    )
+    model = Seq2Seq(TINY_ARCHITECTURE)
     src, tgt = torch.randint(4, 30, (3, 5)), torch.randint(4, 30, (3, 4))
     model(src, torch.tensor([5, 4, 2]), tgt).logsumexp(-1).sum().backward()
     norms = GradientNorms.of(model.named_parameters())

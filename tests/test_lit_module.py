@@ -11,7 +11,7 @@ from seq2seq.lit_module import (
     inverse_sqrt_schedule,
     label_smoothed_loss,
 )
-from seq2seq.model.seq2seq import Seq2SeqConfig
+from tests.conftest import TINY_ARCHITECTURE
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
@@ -40,14 +40,7 @@ def test_inverse_sqrt_schedule() -> None:
 
 
 def test_hyperparameters_are_plain_types_and_rebuild_the_model() -> None:
-    architecture = Seq2SeqConfig(
-        src_vocab_size=30,
-        tgt_vocab_size=30,
-        embedding_size=8,
-        encoder_hidden_size=8,
-        decoder_hidden_size=8,
-        attention_size=8,
-    )
+    architecture = TINY_ARCHITECTURE
     module = TranslationModule(architecture, learning_rate=3e-4)
     assert module.hparams.architecture == architecture.__dict__
     assert module.hparams.learning_rate == 3e-4

@@ -48,6 +48,18 @@ def check_file(path: str | Path) -> Path:
     return path
 
 
+def make_directory(path: str | Path) -> Path:
+    """An output directory, created if need be; a `Seq2SeqError` if it cannot be written to."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Seq2SeqError(f"cannot create {path}: {error.strerror}") from error
+    if not os.access(path, os.W_OK):
+        raise Seq2SeqError(f"cannot write to {path}: permission denied")
+    return path
+
+
 def _open_binary(path: Path) -> BinaryIO:
     handle = path.open("rb")
     if handle.peek(2)[:2] == _GZIP_MAGIC:  # by content, so `train.de` may be gzipped too
