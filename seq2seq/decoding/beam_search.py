@@ -46,13 +46,17 @@ def top_candidates(
     """The `count` best extensions of each sentence's beams, best first.
 
     scores (B, K) running log-probabilities, log_probs (B, K, V) of the next token ->
-    candidate scores (B, count), origin beam (B, count), token (B, count). One fused top-k over
-    K*V per sentence.
+    candidate scores (B, count), origin beam (B, count), token (B, count). Each beam's own
+    `count` best tokens are found first (no sentence's `count` best can include a token its
+    beam ranks lower), so the sum with the running scores and the final top-k touch K x count
+    values instead of K x V.
     """
-    vocab = log_probs.shape[-1]
-    total = (scores.unsqueeze(-1) + log_probs).flatten(1)  # (B, K*V)
+    per_beam = min(count, log_probs.shape[-1])
+    best, tokens = log_probs.topk(per_beam, dim=-1)  # (B, K, per_beam)
+    total = (scores.unsqueeze(-1) + best).flatten(1)  # (B, K*per_beam)
     values, flat = total.topk(count, dim=-1)  # (B, count)
-    return values, torch.div(flat, vocab, rounding_mode="floor"), flat % vocab
+    origin = torch.div(flat, per_beam, rounding_mode="floor")
+    return values, origin, tokens.flatten(1).gather(1, flat)
 
 
 def continuing(is_eos: torch.Tensor, beam_size: int) -> torch.Tensor:
@@ -70,16 +74,18 @@ class _Search:
     scores: torch.Tensor  # (B', K) running log-probabilities
     history: torch.Tensor  # (B', K, t) tokens so far
     max_lengths: torch.Tensor  # (B',)
+    kept: torch.Tensor  # (B', K) best K finished normalized scores, -inf while fewer
     attention: torch.Tensor | None  # (B', K, t, S) attention so far, when kept
 
     def select(self, rows: torch.Tensor) -> _Search:
-        """The sentences whose `rows` (B',) are True; done ones leave."""
+        """The remaining sentences `rows` (B'',); done ones leave."""
         attention = None if self.attention is None else self.attention[rows]
         return _Search(
             self.sentence[rows],
             self.scores[rows],
             self.history[rows],
             self.max_lengths[rows],
+            self.kept[rows],
             attention,
         )
 
@@ -99,9 +105,11 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each sentence, best first.
 
-    `state` holds one row per sentence and must support `reorder(index)`; `max_lengths` (B,) is
-    each sentence's longest output (EOS included), `min_length` the shortest before EOS;
-    `keep_attention` records each hypothesis's attention weights (for plots).
+    `state` holds one row per sentence and must support `reorder(rows, sentences=None)`
+    (hypothesis rows; sentence rows when sentences leave); `max_lengths` (B,) is each sentence's
+    longest output (EOS included), `min_length` the shortest before EOS; `keep_attention`
+    records each hypothesis's attention weights (for plots). The host reads the device once a
+    step: whether hypotheses ended or sentences are done.
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest must be between 1 and the beam size {beam_size}, not {nbest}")
@@ -114,6 +122,7 @@ def beam_search(
         scores,
         torch.empty(batch, beam_size, 0, dtype=torch.long, device=device),
         max_lengths,
+        torch.full((batch, beam_size), float("-inf"), device=device),
         None,
     )
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
@@ -121,42 +130,46 @@ def beam_search(
     position = 0
     while search.sentence.numel() > 0:
         log_probs, state, weights = step(state, tokens)  # (B'*K, V), _, (B'*K, S)
-        step_attention = weights.view(*search.scores.shape, -1) if keep_attention else None
-        log_probs = _constrain(
-            log_probs.view(*search.scores.shape, -1),
-            position,
-            search.max_lengths,
-            min_length,
-            eos_id,
+        log_probs = log_probs.view(*search.scores.shape, -1)  # (B', K, V)
+        if position < min_length:
+            log_probs[..., eos_id] = float("-inf")
+        candidates = top_candidates(search.scores, log_probs, 2 * beam_size)
+        last = (position + 1 >= search.max_lengths).view(-1, 1)  # (B', 1) only EOS may come
+        values, origin, token = (
+            torch.where(last, forced, free)
+            for forced, free in zip(
+                _only_eos(search.scores, log_probs, eos_id), candidates, strict=True
+            )
         )
-        values, origin, token = top_candidates(search.scores, log_probs, 2 * beam_size)
-        _finalize(
-            finished,
-            search,
-            values,
-            origin,
-            token,
-            position,
-            eos_id,
-            beam_size,
-            penalty,
-            alpha,
-            step_attention,
-        )
+        ended = (token[:, :beam_size] == eos_id) & torch.isfinite(values[:, :beam_size])  # (B', K)
+        divisor = float(length_penalty(torch.tensor(position + 1), penalty, alpha))
+        normalized = (values[:, :beam_size] / divisor).masked_fill(~ended, float("-inf"))
+        search.kept = torch.cat((search.kept, normalized), 1).topk(beam_size, dim=-1).values
         keep = continuing(token == eos_id, beam_size)  # (B', K)
         beam_rows = origin.gather(1, keep)  # (B', K)
-        search.scores = values.gather(1, keep)
+        step_attention = weights.view(*search.scores.shape, -1) if keep_attention else None
+        position += 1
+        open_scores = values.gather(1, keep)  # (B', K)
+        done = _done(search, open_scores, position, penalty, alpha)  # (B',)
+        any_ended, any_done = torch.stack((ended.any(), done.any())).tolist()  # the one sync
+        if any_ended:
+            _finalize(finished, search, values, origin, ended, divisor, step_attention)
+        search.scores = open_scores
         history = search.history.gather(1, beam_rows.unsqueeze(-1).expand_as(search.history))
         tokens = token.gather(1, keep)  # (B', K)
         search.history = torch.cat((history, tokens.unsqueeze(-1)), dim=-1)
         if step_attention is not None:
             search.attention = _extend_attention(search.attention, step_attention, beam_rows)
-        position += 1
-        open_rows = ~_done(finished, search, position, beam_size, penalty, alpha)  # (B',)
-        if not bool(open_rows.all()):  # done sentences leave the batch
-            search = search.select(open_rows)
-        state = state.reorder(_flat_rows(beam_rows, open_rows, beam_size))
-        tokens = tokens[open_rows].flatten()
+        rows = _flat_rows(beam_rows)  # (B'*K,)
+        if any_done:  # done sentences leave the batch
+            open_sentences = (~done).nonzero().squeeze(1)  # (B'',)
+            search = search.select(open_sentences)
+            rows = rows.view(-1, beam_size)[open_sentences].flatten()
+            state = state.reorder(rows, open_sentences)
+            tokens = tokens[open_sentences]
+        else:
+            state = state.reorder(rows)
+        tokens = tokens.flatten()
     return [sorted(hypotheses, key=lambda h: -h.score)[:nbest] for hypotheses in finished]
 
 
@@ -172,26 +185,22 @@ def _extend_attention(
     return torch.cat((history.gather(1, index), current.unsqueeze(2)), dim=2)
 
 
-def _flat_rows(beam_rows: torch.Tensor, open_rows: torch.Tensor, beam_size: int) -> torch.Tensor:
-    """Rows of the flattened (B'*K) state that the surviving beams continue from."""
-    base = torch.arange(beam_rows.shape[0], device=beam_rows.device).unsqueeze(1) * beam_size
-    return (base + beam_rows)[open_rows].flatten()
+def _flat_rows(beam_rows: torch.Tensor) -> torch.Tensor:
+    """(B'*K,) rows of the flattened state that the beams (B', K) continue from."""
+    sentences, beam_size = beam_rows.shape
+    base = torch.arange(sentences, device=beam_rows.device).unsqueeze(1) * beam_size
+    return (base + beam_rows).flatten()
 
 
-def _constrain(
-    log_probs: torch.Tensor, position: int, max_lengths: torch.Tensor, min_length: int, eos_id: int
-) -> torch.Tensor:
-    """(B', K, V): no EOS before `min_length`; only EOS at each sentence's last position."""
-    if position < min_length:
-        log_probs = log_probs.index_fill(
-            -1, torch.tensor([eos_id], device=log_probs.device), float("-inf")
-        )
-    last = (position + 1 >= max_lengths).view(-1, 1, 1)  # (B', 1, 1)
-    if bool(last.any()):
-        only_eos = torch.full_like(log_probs, float("-inf"))
-        only_eos[..., eos_id] = 0.0
-        log_probs = torch.where(last, log_probs + only_eos, log_probs)
-    return log_probs
+def _only_eos(
+    scores: torch.Tensor, log_probs: torch.Tensor, eos_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The candidates (B', 2K) at a sentence's last position: each beam ends with EOS."""
+    batch, beam_size = scores.shape
+    impossible = torch.full_like(scores, float("-inf"))
+    values = torch.cat((scores + log_probs[..., eos_id], impossible), 1)
+    origin = torch.arange(beam_size, device=scores.device).repeat(2).expand(batch, -1)
+    return values, origin, torch.full_like(origin, eos_id)
 
 
 def _finalize(
@@ -199,50 +208,38 @@ def _finalize(
     search: _Search,
     values: torch.Tensor,
     origin: torch.Tensor,
-    token: torch.Tensor,
-    position: int,
-    eos_id: int,
-    beam_size: int,
-    penalty: LengthPenalty,
-    alpha: float,
+    ended: torch.Tensor,
+    divisor: float,
     step_attention: torch.Tensor | None,
 ) -> None:
-    """Record EOS candidates ranked among the K best as finished hypotheses."""
-    ended = (token[:, :beam_size] == eos_id) & torch.isfinite(values[:, :beam_size])  # (B', K)
-    if not bool(ended.any()):
-        return
-    divisor = float(length_penalty(torch.tensor(position + 1), penalty, alpha))
-    for row, rank in ended.nonzero().tolist():
-        log_prob = float(values[row, rank])
-        beam = int(origin[row, rank])
-        tokens = search.history[row, beam].tolist()
-        attention = None
-        if step_attention is not None:
-            now = step_attention[row, beam].unsqueeze(0)  # (1, S): the attention behind EOS
-            earlier = now[:0] if search.attention is None else search.attention[row, beam]
-            attention = torch.cat((earlier, now))  # (t + 1, S)
-        hypothesis = Hypothesis(tokens, log_prob / divisor, log_prob, attention)
-        finished[int(search.sentence[row])].append(hypothesis)
+    """Record the `ended` (B', K) EOS candidates among the K best as finished hypotheses."""
+    rows, ranks = ended.nonzero().unbind(1)  # (E,), (E,)
+    beams = origin[rows, ranks]
+    histories = search.history[rows, beams].tolist()
+    log_probs = values[rows, ranks].tolist()
+    sentences = search.sentence[rows].tolist()
+    attentions: list[torch.Tensor | None] = [None] * len(sentences)
+    if step_attention is not None:
+        now = step_attention[rows, beams].unsqueeze(1)  # (E, 1, S): the attention behind EOS
+        earlier = now[:, :0] if search.attention is None else search.attention[rows, beams]
+        attentions = list(torch.cat((earlier, now), 1))  # E x (t + 1, S)
+    for sentence, tokens, log_prob, attention in zip(
+        sentences, histories, log_probs, attentions, strict=True
+    ):
+        finished[sentence].append(Hypothesis(tokens, log_prob / divisor, log_prob, attention))
 
 
 def _done(
-    finished: list[list[Hypothesis]],
-    search: _Search,
-    position: int,
-    beam_size: int,
-    penalty: LengthPenalty,
-    alpha: float,
+    search: _Search, open_scores: torch.Tensor, position: int, penalty: LengthPenalty, alpha: float
 ) -> torch.Tensor:
-    """(B',) whether each sentence can stop: K finished and no open beam can beat the worst kept.
+    """(B',) whether each sentence can stop: out of room, or K finished and no open beam
+    (B', K) can beat the worst kept.
 
     Log-probabilities only fall as a beam grows, so its best possible normalized score is its
     current log-probability over the largest divisor it can still reach.
     """
     reachable = length_penalty(search.max_lengths, penalty, alpha)  # (B',)
-    optimistic = (search.scores.max(dim=-1).values / reachable).tolist()
-    done = []
-    for row, sentence in enumerate(search.sentence.tolist()):
-        kept = sorted((h.score for h in finished[sentence]), reverse=True)[:beam_size]
-        out_of_room = position >= int(search.max_lengths[row])
-        done.append(out_of_room or (len(kept) == beam_size and optimistic[row] <= kept[-1]))
-    return torch.tensor(done, dtype=torch.bool, device=search.scores.device)
+    optimistic = open_scores.max(dim=-1).values / reachable  # (B',)
+    worst_kept = search.kept[:, -1]  # -inf while fewer than K have finished
+    out_of_room = position >= search.max_lengths
+    return out_of_room | (torch.isfinite(worst_kept) & (optimistic <= worst_kept))

@@ -33,28 +33,39 @@ def greedy_search(
     eos_id: int,
     keep_attention: bool = False,
 ) -> Hypotheses:
-    """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced."""
-    batch = max_lengths.shape[0]
-    device = max_lengths.device
-    tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
+    """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced.
+
+    Finished sentences leave the batch (`state.reorder(rows, rows)`), so every step computes
+    only open sentences: on Multi30k test batches a third of the rows would otherwise be
+    finished ones.
+    """
+    batch, device = max_lengths.shape[0], max_lengths.device
+    longest = int(max_lengths.max())
+    outputs = torch.full((batch, longest), eos_id, dtype=torch.long, device=device)
     scores = torch.zeros(batch, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    outputs, attention = [], []
-    for position in range(int(max_lengths.max())):
-        log_probs, state, weights = step(state, tokens)  # (B, V), _, (B, S)
+    attention = None
+    sentence = torch.arange(batch, device=device)  # (B',) original row of each open sentence
+    limits = max_lengths
+    tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
+    for position in range(longest):
+        log_probs, state, weights = step(state, tokens)  # (B', V), _, (B', S)
         if keep_attention:
-            attention.append(weights)
-        best_scores, tokens = log_probs.max(dim=-1)  # (B,), (B,)
-        last = position + 1 >= max_lengths  # (B,) only EOS may come now
+            if attention is None:
+                attention = weights.new_zeros(batch, longest, weights.shape[-1])
+            attention[sentence, position] = weights
+        best_scores, tokens = log_probs.max(dim=-1)  # (B',), (B',)
+        last = position + 1 >= limits  # (B',) only EOS may come now
         best_scores = torch.where(last, log_probs[:, eos_id], best_scores)
-        scores += best_scores.masked_fill(finished, 0.0)
-        tokens = tokens.masked_fill(finished | last, eos_id)
-        outputs.append(tokens)
-        finished |= tokens == eos_id
-        if bool(finished.all()):
-            break
-    kept = torch.stack(attention, 1) if keep_attention else None
-    return Hypotheses(_until_eos(torch.stack(outputs, 1), eos_id), scores, kept)
+        tokens = tokens.masked_fill(last, eos_id)
+        scores[sentence] += best_scores
+        outputs[sentence, position] = tokens
+        open_rows = (tokens != eos_id).nonzero().squeeze(1)  # (B'',)
+        if open_rows.numel() < tokens.numel():  # finished sentences leave the batch
+            if open_rows.numel() == 0:
+                break
+            sentence, limits, tokens = sentence[open_rows], limits[open_rows], tokens[open_rows]
+            state = state.reorder(open_rows, open_rows)
+    return Hypotheses(_until_eos(outputs, eos_id), scores, attention)
 
 
 def _until_eos(tokens: torch.Tensor, eos_id: int) -> list[list[int]]:

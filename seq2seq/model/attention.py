@@ -6,7 +6,8 @@
 U h(j) depends only on the source, so it is computed once per sentence (`project_memory`) and
 passed in at every decoder step; the module keeps no state between calls.
 
-Shapes: B batch, S source length, M memory size, Q query size, A attention size.
+Shapes: B batch, K queries per sentence, S source length, M memory size, Q query size,
+A attention size.
 """
 
 from __future__ import annotations
@@ -33,15 +34,19 @@ class BahdanauAttention(nn.Module):
         memory: torch.Tensor,
         padding_bias: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context (B, M) and weights (B, S) for queries (B, Q) over keys (B, S, A) of memory.
+        """Context (B*K, M) and weights (B*K, S) for queries (B*K, Q) over keys (B, S, A) of
+        memory (B, S, M): K queries per sentence (beams; 1 in training and greedy search) read
+        their sentence's memory, which is stored once.
 
         `padding_bias` (B, S) is 0 at real tokens and -inf at padding (`padding_bias()`).
         """
-        energy = torch.tanh(keys + self.query_projection(query).unsqueeze(1))  # (B, S, A)
-        scores = self.score(energy).squeeze(-1) + padding_bias  # (B, S)
-        weights = torch.softmax(scores, dim=-1)  # (B, S), exactly 0 on padding
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, M)
-        return context, weights
+        batch, source, _ = keys.shape
+        queries = self.query_projection(query).view(batch, -1, 1, keys.shape[-1])  # (B, K, 1, A)
+        energy = torch.tanh(keys.unsqueeze(1) + queries)  # (B, K, S, A)
+        scores = self.score(energy).squeeze(-1) + padding_bias.unsqueeze(1)  # (B, K, S)
+        weights = torch.softmax(scores, dim=-1)  # (B, K, S), exactly 0 on padding
+        context = torch.bmm(weights, memory)  # (B, K, M)
+        return context.view(query.shape[0], -1), weights.view(query.shape[0], source)
 
 
 def padding_bias(src_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -11,7 +11,7 @@ to the vocabulary, optionally with the target embedding matrix (Press & Wolf, 20
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,24 +24,33 @@ from seq2seq.model.encoder import EncoderOutput
 
 @dataclass
 class DecoderState:
-    """Everything a decoding step needs; `reorder` selects or repeats batch rows (beams)."""
+    """Everything a decoding step needs.
 
-    hidden: tuple[torch.Tensor, ...]  # L x (1, B, H)
-    cell: tuple[torch.Tensor, ...]  # L x (1, B, H); empty unless LSTM
+    The recurrent state has a row per hypothesis, the encoder side a row per sentence: the K
+    hypotheses (beams) of a sentence are adjacent rows, K = hypotheses / sentences, so beams
+    share their sentence's memory instead of copying it.
+    """
+
+    hidden: tuple[torch.Tensor, ...]  # L x (1, B*K, H)
+    cell: tuple[torch.Tensor, ...]  # L x (1, B*K, H); empty unless LSTM
     memory: torch.Tensor  # (B, S, M)
     keys: torch.Tensor  # (B, S, A) projected once per sentence
     padding_bias: torch.Tensor  # (B, S) 0 at tokens, -inf at padding
 
-    def reorder(self, index: torch.Tensor) -> DecoderState:
-        """Rows `index` (B',) of every tensor: beam expansion, pruning and reordering."""
-        values = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, tuple):
-                values[field.name] = tuple(v.index_select(1, index) for v in value)
-            else:
-                values[field.name] = value.index_select(0, index)
-        return DecoderState(**values)
+    def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> DecoderState:
+        """Hypotheses `rows` (R',) - beam expansion, pruning, reordering - and, where sentences
+        leave, the sentences `sentences` (B',) whose memory stays."""
+        hidden = tuple(h.index_select(1, rows) for h in self.hidden)
+        cell = tuple(c.index_select(1, rows) for c in self.cell)
+        if sentences is None:
+            return DecoderState(hidden, cell, self.memory, self.keys, self.padding_bias)
+        return DecoderState(
+            hidden,
+            cell,
+            self.memory.index_select(0, sentences),
+            self.keys.index_select(0, sentences),
+            self.padding_bias.index_select(0, sentences),
+        )
 
 
 @dataclass
@@ -87,6 +96,8 @@ class Decoder(nn.Module):
         self.output = nn.Linear(embedding_size, vocab_size)
         if tie_embeddings:
             self.output.weight = embedding.weight
+        self._projection_table = torch.empty(0)  # see _embedding_projections
+        self._projection_key: tuple = ()
 
     def initial_state(self, encoded: EncoderOutput) -> DecoderState:
         """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero."""
@@ -126,10 +137,29 @@ class Decoder(nn.Module):
         context, weights = self._attend(state)
         no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
         input_weights = self._input_weights()
-        projection = embedded[:, 0] @ input_weights[0].t()  # (B, G*H)
+        if self.training or torch.is_grad_enabled():
+            projection = embedded[:, 0] @ input_weights[0].t()  # (B, G*H)
+        else:  # search: a row of the table instead of a GEMM
+            projection = self._embedding_projections().index_select(0, tokens)  # (B, G*H)
         state = self._advance(state, projection, context, input_weights[1:], no_dropout)
         logits = self._logits(state.hidden[-1][0].unsqueeze(1), context.unsqueeze(1), embedded)
         return logits.squeeze(1), state, weights
+
+    def _embedding_projections(self) -> torch.Tensor:
+        """(V, G*H): the first layer's input projection of every target word, for search.
+
+        Built once (V x E x G*H multiply-adds: about as many as V decoder steps of one row would
+        spend on the projection) and rebuilt when the weights change, which their version
+        counters tell (an optimizer step, load_state_dict) or their storage (`.to`).
+        """
+        weights = (self.embedding.weight, self.cells[0].weight_ih)
+        key = tuple((weight.data_ptr(), weight._version) for weight in weights)
+        if self._projection_key != key:
+            with torch.no_grad():
+                scaled = self.embedding.weight * self.embedding_scale  # (V, E)
+                self._projection_table = scaled @ self._input_weights()[0].t()
+            self._projection_key = key
+        return self._projection_table
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         vocab_size = self.embedding.num_embeddings

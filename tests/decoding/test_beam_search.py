@@ -17,7 +17,7 @@ class PrefixState:
     def __init__(self, prefix: torch.Tensor) -> None:
         self.prefix = prefix  # (N, t)
 
-    def reorder(self, index: torch.Tensor) -> "PrefixState":
+    def reorder(self, index: torch.Tensor, sentences: torch.Tensor | None = None) -> "PrefixState":
         return PrefixState(self.prefix[index])
 
 
@@ -124,6 +124,17 @@ def test_helpers() -> None:
         values, torch.log(torch.tensor([[0.9, 0.6, 0.4]])) - torch.tensor([0.0, 1, 1])
     )
     assert continuing(torch.tensor([[True, False, False, True]]), 2).tolist() == [[1, 2]]
+
+
+def test_top_candidates_equal_one_top_k_over_all_extensions() -> None:
+    """Per-beam top-k first, then across beams: the same candidates as one top-k over K*V."""
+    torch.manual_seed(5)
+    scores = torch.randn(7, 5) * 3
+    log_probs = torch.log_softmax(torch.randn(7, 5, 50), -1)
+    values, origin, token = top_candidates(scores, log_probs, 10)
+    expected, flat = (scores.unsqueeze(-1) + log_probs).flatten(1).topk(10, dim=-1)
+    torch.testing.assert_close(values, expected)
+    assert origin.tolist() == (flat // 50).tolist() and token.tolist() == (flat % 50).tolist()
 
 
 def small_model() -> Seq2Seq:

@@ -7,21 +7,27 @@ BOS, EOS = 2, 3
 
 
 class TableState:
-    """A state that only counts steps, reorderable like the model's."""
+    """Which sentence each row is and how many steps it has taken; reorderable like the model's."""
 
-    def __init__(self, position: torch.Tensor) -> None:
+    def __init__(self, row: torch.Tensor, position: torch.Tensor) -> None:
+        self.row = row
         self.position = position
 
-    def reorder(self, index: torch.Tensor) -> "TableState":
-        return TableState(self.position[index])
+    def reorder(self, index: torch.Tensor, sentences: torch.Tensor | None = None) -> "TableState":
+        return TableState(self.row[index], self.position[index])
+
+
+def start(batch: int) -> TableState:
+    return TableState(torch.arange(batch), torch.zeros(batch, dtype=torch.long))
 
 
 def table_step(table: torch.Tensor):
-    """A step function reading log-probabilities from a (B, L, V) table by position."""
+    """A step function reading log-probabilities from a (B, L, V) table by sentence and position."""
 
     def step(state: TableState, tokens: torch.Tensor):
-        log_probs = table[torch.arange(table.shape[0]), state.position]
-        return log_probs, TableState(state.position + 1), torch.zeros(table.shape[0], 1)
+        log_probs = table[state.row, state.position]
+        next_state = TableState(state.row, state.position + 1)
+        return log_probs, next_state, torch.zeros(len(state.row), 1)
 
     return step
 
@@ -38,7 +44,7 @@ def test_stops_at_eos_and_scores_chosen_tokens() -> None:
     table = log_probs_table([[4, 5, EOS, 4], [5, EOS, 4, 4]])
     result = greedy_search(
         table_step(table),
-        TableState(torch.zeros(2, dtype=torch.long)),
+        start(2),
         torch.tensor([4, 4]),
         BOS,
         EOS,
@@ -51,7 +57,7 @@ def test_maximum_length_per_sentence() -> None:
     table = log_probs_table([[4, 4, 4, 4], [5, 5, 5, 5]])
     result = greedy_search(
         table_step(table),
-        TableState(torch.zeros(2, dtype=torch.long)),
+        start(2),
         torch.tensor([2, 4]),
         BOS,
         EOS,

@@ -63,9 +63,43 @@ def test_state_reorder_selects_and_repeats_rows() -> None:
     index = torch.tensor([2, 2, 0, 1])
     with torch.no_grad():
         state = model.initial_state(model.encode(src, lengths))
-        direct, _, _ = model.step(state, tokens)
-        reordered, _, _ = model.step(state.reorder(index), tokens[index])
+        direct, _, direct_attention = model.step(state, tokens)
+        reordered, _, _ = model.step(state.reorder(index, index), tokens[index])
+        beams = torch.arange(3).repeat_interleave(2)  # 2 hypotheses per sentence, memory shared
+        expanded, expanded_state, attention = model.step(state.reorder(beams), tokens[beams])
     torch.testing.assert_close(reordered, direct[index])
+    torch.testing.assert_close(expanded, direct[beams])
+    torch.testing.assert_close(attention, direct_attention[beams])
+    assert expanded_state.memory.shape[0] == 3 and expanded_state.hidden[0].shape[1] == 6
+
+
+def test_search_step_reads_a_projection_table_that_follows_the_weights() -> None:
+    """In search (eval, no grad) the step gathers the embedding projection from a table; it
+    must equal the GEMM path, also after the weights change in place or move."""
+    model = small_model().eval()
+    src, lengths = source_batch()
+    tokens = torch.tensor([5, 6, 7])
+    state = model.initial_state(model.encode(src, lengths))
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            table = model.step(state, tokens).log_probs
+        with torch.enable_grad():
+            gemm = model.step(state, tokens).log_probs.detach()
+        return table, gemm
+
+    torch.testing.assert_close(*both())
+    first_table = model.decoder._projection_table
+    with torch.no_grad():
+        model.decoder.cells[0].weight_ih.mul_(1.5)  # like an optimizer step
+        model.decoder.embedding.weight[5:8] += 0.5
+    table, gemm = both()
+    torch.testing.assert_close(table, gemm)
+    assert model.decoder._projection_table is not first_table
+    model.float()  # new storage
+    state = model.initial_state(model.encode(src, lengths))
+    torch.testing.assert_close(*both())
+    assert model.decoder._projection_table.dtype == torch.float32
 
 
 def expected_parameters(
