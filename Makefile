@@ -28,3 +28,4 @@ bench: install
 	$(PYTHON) bench/model_step.py
 	$(PYTHON) bench/train_throughput.py
 	$(PYTHON) bench/gradient_health.py
+	$(PYTHON) bench/compiled_cell.py
