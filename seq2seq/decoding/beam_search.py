@@ -114,7 +114,6 @@ def beam_search(
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest must be between 1 and the beam size {beam_size}, not {nbest}")
     batch, device = max_lengths.shape[0], max_lengths.device
-    state = state.reorder(torch.arange(batch, device=device).repeat_interleave(beam_size))
     scores = torch.full((batch, beam_size), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: only one may extend at first
     search = _Search(
@@ -126,10 +125,13 @@ def beam_search(
         None,
     )
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    tokens = torch.full((batch * beam_size,), bos_id, dtype=torch.long, device=device)
+    tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
     position = 0
     while search.sentence.numel() > 0:
         log_probs, state, weights = step(state, tokens)  # (B'*K, V), _, (B'*K, S)
+        if position == 0:  # the K beams start identical: their first step is run once
+            beams = torch.arange(batch, device=device).repeat_interleave(beam_size)
+            log_probs, weights, state = log_probs[beams], weights[beams], state.reorder(beams)
         log_probs = log_probs.view(*search.scores.shape, -1)  # (B', K, V)
         if position < min_length:
             log_probs[..., eos_id] = float("-inf")
