@@ -1,7 +1,8 @@
 """Batched beam search over the model's step API, built from small pure helpers.
 
 The whole batch is searched at once: B sentences x K beams are flattened into B*K rows of the
-decoder state. Every step scores the K*V extensions of each sentence, keeps the 2K best (so
+decoder's recurrent state (its encoder side stays one row per sentence, shared by the beams).
+Every step scores the K*V extensions of each sentence, keeps the 2K best (so
 that K of them can continue even when some end in EOS), finalizes the EOS candidates that rank
 among the K best, and continues with the K best non-EOS ones. A sentence is done when it has K
 finished hypotheses and no open beam can still beat the worst of them (length normalization can
