@@ -195,6 +195,26 @@ def test_batched_equals_sentence_by_sentence() -> None:
             assert a.score == pytest.approx(b.score, abs=1e-5)
 
 
+@torch.no_grad()
+def test_first_step_runs_once_per_sentence_and_done_sentences_leave() -> None:
+    model = small_model()
+    src, lengths, limits = encoded_batch(model)
+    state = model.initial_state(model.encode(src, lengths))
+    rows_per_step, memory_rows_per_step = [], []
+
+    def counting_step(state, tokens: torch.Tensor):
+        rows_per_step.append(tokens.numel())
+        memory_rows_per_step.append(state.memory.shape[0])
+        return model.step(state, tokens)
+
+    beam_search(counting_step, state, limits, BOS, EOS, beam_size=3)
+    assert rows_per_step[0] == 6 and memory_rows_per_step[0] == 6  # one row per sentence
+    later = list(zip(rows_per_step[1:], memory_rows_per_step[1:], strict=True))
+    assert all(rows == 3 * sentences for rows, sentences in later)  # 3 beams share a memory row
+    assert rows_per_step[1] == 18 and rows_per_step[-1] < 18  # done sentences left
+    assert rows_per_step[1:] == sorted(rows_per_step[1:], reverse=True)
+
+
 def test_nbest_larger_than_beam_is_refused() -> None:
     with pytest.raises(ValueError, match="nbest must be between 1 and the beam size 2"):
         beam_search(table_step(TABLE), start(), torch.tensor([3]), BOS, EOS, beam_size=2, nbest=3)

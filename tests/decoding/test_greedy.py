@@ -53,6 +53,20 @@ def test_stops_at_eos_and_scores_chosen_tokens() -> None:
     torch.testing.assert_close(result.scores, torch.tensor([-0.3, -0.2]))
 
 
+def test_finished_sentences_leave_the_batch() -> None:
+    table = log_probs_table([[4, EOS, 4, 4, 4], [4, 4, 4, EOS, 4], [5, 5, EOS, 4, 4]])
+    rows_per_step = []
+    table_step_function = table_step(table)
+
+    def counting_step(state: TableState, tokens: torch.Tensor):
+        rows_per_step.append(tokens.numel())
+        return table_step_function(state, tokens)
+
+    result = greedy_search(counting_step, start(3), torch.tensor([5, 5, 5]), BOS, EOS)
+    assert result.tokens == [[4], [4, 4, 4], [5, 5]]
+    assert rows_per_step == [3, 3, 2, 1]  # sentence 0 leaves after step 2, sentence 2 after 3
+
+
 def test_maximum_length_per_sentence() -> None:
     table = log_probs_table([[4, 4, 4, 4], [5, 5, 5, 5]])
     result = greedy_search(
