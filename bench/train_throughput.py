@@ -4,7 +4,8 @@ One training step = forward, label-smoothed loss, backward, clipping at norm 1, 
 exactly what TranslationModule does minus Lightning's bookkeeping. After warm-up steps, timed
 steps run for every variant in alternating rounds (drift of the machine hits all alike). For
 each variant it reports target tokens/s (subwords + EOS, no padding), sentences/s, the median
-step time, the analytic FLOPs of a step (GEMMs of the padded batch, backward = 2 x forward),
+step time, the analytic FLOPs of a step (GEMMs as run: recurrences over the padded batch, the output
+layer over real target positions; backward = 2 x forward),
 the GEMM peak measured in this process (torch.matmul at the model's own shapes) and the ratio.
 
 Variants: `fused` (no layer norm, no dropout: the encoder runs torch's fused LSTM kernel) and
@@ -28,8 +29,10 @@ from pathlib import Path
 import torch
 
 from seq2seq.data.batch import Batch
+from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.datamodule import TranslationDataModule
-from seq2seq.lit_module import build_optimizer, label_smoothed_loss
+from seq2seq.lit_module import build_optimizer
+from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 NO_DROPOUT = {"embedding_dropout": 0.0, "dropout": 0.0, "recurrent_dropout": 0.0}
@@ -52,7 +55,8 @@ def training_batches(count: int, max_tokens: int, data_dir: str, device: str) ->
 
 
 def step_flops(config: Seq2SeqConfig, batch: Batch) -> float:
-    """GEMM FLOPs of one training step on the padded batch (forward x 3)."""
+    """GEMM FLOPs of one training step as run (forward x 3): the recurrences over the padded
+    batch, the output layer over the real target positions only."""
     b, s = batch.src.shape
     t = batch.tgt_in.shape[1]
     e, h, d, a = (
@@ -75,7 +79,8 @@ def step_flops(config: Seq2SeqConfig, batch: Batch) -> float:
         + 2 * b * s * a  # scores
         + 2 * b * s * memory  # context
     )
-    output = 2 * b * t * (d + memory + e) * e + 2 * b * t * e * v
+    positions = batch.num_tgt_tokens
+    output = 2 * positions * (d + memory + e) * e + 2 * positions * e * v
     forward = encoder + attention_keys + bridge + t * decoder_step + output
     return 3.0 * forward
 
@@ -114,9 +119,10 @@ def train_step(model, optimizer, batch: Batch, precision: str, device: str) -> f
         if precision == "bf16"
         else contextlib.nullcontext()
     )
+    positions = batch.tgt_out != PAD_ID  # (B, T)
     with autocast:
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-    loss, _, _ = label_smoothed_loss(logits, batch.tgt_out, 0.1)
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in, positions)  # (N, V)
+    loss, _, _ = label_smoothed_loss(logits, batch.tgt_out[positions], 0.1)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()

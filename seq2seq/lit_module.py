@@ -21,6 +21,7 @@ from seq2seq.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.decoding.search import SearchOptions, search
 from seq2seq.errors import Seq2SeqError
 from seq2seq.gradients import GradientNorms
+from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 TOKENIZER_KEY = "seq2seq_tokenizer"
@@ -228,8 +229,10 @@ class TranslationModule(L.LightningModule):
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Label-smoothed loss, NLL per target token and the token count of a batch."""
-        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
-        return label_smoothed_loss(logits, batch.tgt_out, self.hparams.label_smoothing)
+        positions = batch.tgt_out != PAD_ID  # (B, T)
+        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, positions)  # (N, V)
+        target = batch.tgt_out[positions]  # (N,)
+        return label_smoothed_loss(logits, target, self.hparams.label_smoothing)
 
     def _evaluate(self, batch: Batch, stage: str) -> None:
         loss, _, _ = self.loss(batch)
@@ -296,23 +299,6 @@ def build_optimizer(
 def _as(kind: type, value: object) -> object:
     """`value` as the dataclass `kind`, from a checkpoint's dict if need be."""
     return kind(**value) if isinstance(value, dict) else value
-
-
-def label_smoothed_loss(
-    logits: torch.Tensor, target: torch.Tensor, smoothing: float
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Mean label-smoothed loss and mean NLL per non-padding token, and the token count.
-
-    Equals F.cross_entropy(..., label_smoothing=smoothing, ignore_index=PAD_ID); computed by hand
-    so that the unsmoothed NLL (for perplexity) comes from the same log-softmax.
-    """
-    log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-    mask = target != PAD_ID  # (B, T)
-    tokens = int(mask.sum())
-    nll = -log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    uniform = -log_probs.mean(dim=-1)  # (B, T)
-    loss = ((1.0 - smoothing) * nll + smoothing * uniform).masked_select(mask).sum() / tokens
-    return loss, nll.masked_select(mask).sum().detach() / tokens, tokens
 
 
 def inverse_sqrt_schedule(warmup_steps: int):

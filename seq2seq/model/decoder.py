@@ -113,8 +113,11 @@ class Decoder(nn.Module):
             padding_bias=padding_bias(encoded.src_mask, encoded.memory.dtype),
         )
 
-    def forward(self, state: DecoderState, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V)."""
+    def forward(
+        self, state: DecoderState, tgt_in: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V), or (N, V) at the N True
+        `positions` (B, T) only (the loss skips padding: no output layer work for it)."""
         embedded = self._embed(tgt_in)  # (B, T, E)
         input_weights = self._input_weights()
         embedding_projection = embedded @ input_weights[0].t()  # (B, T, G*H), hoisted
@@ -127,7 +130,13 @@ class Decoder(nn.Module):
             state = self._advance(state, step_projection, context, input_weights[1:], masks)
             tops.append(state.hidden[-1][0])
             contexts.append(context)
-        return self._logits(torch.stack(tops, 1), torch.stack(contexts, 1), embedded)
+        top, context = torch.stack(tops, 1), torch.stack(contexts, 1)  # (B, T, H), (B, T, M)
+        output_mask = self._output_mask(embedded)  # (B, 1, E)
+        if positions is not None:
+            top, context, embedded = top[positions], context[positions], embedded[positions]
+            if output_mask is not None:  # each position keeps its sentence's mask
+                output_mask = output_mask.expand(-1, positions.shape[1], -1)[positions]  # (N, E)
+        return self._logits(top, context, embedded, output_mask)
 
     def step(
         self, state: DecoderState, tokens: torch.Tensor
@@ -142,7 +151,8 @@ class Decoder(nn.Module):
         else:  # search: a row of the table instead of a GEMM
             projection = self._embedding_projections().index_select(0, tokens)  # (B, G*H)
         state = self._advance(state, projection, context, input_weights[1:], no_dropout)
-        logits = self._logits(state.hidden[-1][0].unsqueeze(1), context.unsqueeze(1), embedded)
+        top = state.hidden[-1][0].unsqueeze(1)  # (B, 1, H)
+        logits = self._logits(top, context.unsqueeze(1), embedded, self._output_mask(embedded))
         return logits.squeeze(1), state, weights
 
     def _embedding_projections(self) -> torch.Tensor:
@@ -226,12 +236,22 @@ class Decoder(nn.Module):
             tuple(hidden), tuple(cell), state.memory, state.keys, state.padding_bias
         )
 
+    def _output_mask(self, embedded: torch.Tensor) -> torch.Tensor | None:
+        """Variational dropout mask (B, 1, E) of the deep output, one per sentence."""
+        shape = (embedded.shape[0], 1, embedded.shape[-1])
+        return sequence_mask(shape, self.dropout, embedded, self.training)
+
     def _logits(
-        self, top: torch.Tensor, context: torch.Tensor, embedded: torch.Tensor
+        self,
+        top: torch.Tensor,
+        context: torch.Tensor,
+        embedded: torch.Tensor,
+        output_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """(B, T, H), (B, T, M), (B, T, E) -> (B, T, V), for all steps in one GEMM."""
+        """(*, H), (*, M), (*, E) and a mask broadcastable to (*, E) -> (*, V), all steps in
+        one GEMM."""
         pre_output = torch.tanh(self.pre_output(torch.cat((top, context, embedded), dim=-1)))
-        return self.output(variational_dropout(pre_output, self.dropout, self.training))
+        return self.output(_masked(pre_output, output_mask))
 
 
 def _masked(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

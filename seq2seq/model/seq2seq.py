@@ -128,10 +128,16 @@ class Seq2Seq(nn.Module):
         return self.decoder.initial_state(encoded)
 
     def forward(
-        self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V)."""
-        return self.decoder(self.initial_state(self.encode(src, src_lengths)), tgt_in)
+        """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V), or (N, V) at the N True
+        target `positions` (B, T) only."""
+        state = self.initial_state(self.encode(src, src_lengths))
+        return self.decoder(state, tgt_in, positions)
 
     def step(self, state: DecoderState, tokens: torch.Tensor) -> StepOutput:
         """The search API: previous tokens (B,) -> log-probabilities (B, V), state, attention."""

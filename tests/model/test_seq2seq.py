@@ -56,6 +56,25 @@ def test_a_sentence_alone_and_inside_a_padded_batch_give_the_same_result() -> No
             torch.testing.assert_close(encoded.memory[row, :length], memory[0])
 
 
+def test_logits_at_positions_are_the_full_logits_rows_with_the_same_gradients() -> None:
+    model = small_model()
+    src, lengths = source_batch()
+    tgt_in = torch.randint(4, 60, (3, 5))
+    positions = torch.arange(5) < torch.tensor([[5], [2], [4]])  # (B, T): padding left out
+    torch.manual_seed(3)
+    full = model(src, lengths, tgt_in)[positions]  # (N, V)
+    (full.tanh().sum()).backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    torch.manual_seed(3)  # the same dropout masks
+    packed = model(src, lengths, tgt_in, positions)
+    (packed.tanh().sum()).backward()
+    assert packed.shape == (11, 60)
+    torch.testing.assert_close(packed, full)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name], msg=name)
+
+
 def test_state_reorder_selects_and_repeats_rows() -> None:
     model = small_model(decoder_layers=2).eval()
     src, lengths = source_batch()
