@@ -126,6 +126,38 @@ def test_validate_and_test_subcommands_report_bleu(corpus: Path, tmp_path: Path,
     assert 0.0 <= json.loads(metrics.read_text())["val/bleu"] <= 100.0
 
 
+def test_validation_during_fit_scores_the_current_weights(corpus: Path, tmp_path: Path) -> None:
+    """The scores logged while training equal those of the saved weights validated afresh: no
+    cache in the search may outlive an update (the sanity check decodes the initial weights)."""
+    during, afresh = tmp_path / "during.json", tmp_path / "afresh.json"
+    saving = "--trainer.callbacks+=tests.training_helpers.SaveMetrics"
+    main(
+        [
+            "fit",
+            *tiny_run_args(
+                corpus,
+                tmp_path,
+                **{"trainer.max_epochs": 1, "trainer.num_sanity_val_steps": 1},
+            ),
+            saving,
+            f"--trainer.callbacks.path={during}",
+        ]
+    )
+    main(
+        [
+            "validate",
+            *tiny_run_args(corpus, tmp_path),
+            "--ckpt_path=last",
+            saving,
+            f"--trainer.callbacks.path={afresh}",
+        ]
+    )
+    during_fit, validated = json.loads(during.read_text()), json.loads(afresh.read_text())
+    assert validated["val/chrf"] > 0
+    for name in ("val/bleu", "val/chrf"):
+        assert during_fit[name] == pytest.approx(validated[name], abs=1e-4), name
+
+
 def test_print_config_round_trips(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", "configs/quick.yaml", "--print_config"])

@@ -11,7 +11,7 @@ to the vocabulary, optionally with the target embedding matrix (Press & Wolf, 20
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ class DecoderState:
     memory: torch.Tensor  # (B, S, M)
     keys: torch.Tensor  # (B, S, A) projected once per sentence
     padding_bias: torch.Tensor  # (B, S) 0 at tokens, -inf at padding
+    embedding_projections: torch.Tensor | None = None  # (V, G*H) in search, see Decoder
 
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> DecoderState:
         """Hypotheses `rows` (R',) - beam expansion, pruning, reordering - and, where sentences
@@ -43,13 +44,14 @@ class DecoderState:
         hidden = tuple(h.index_select(1, rows) for h in self.hidden)
         cell = tuple(c.index_select(1, rows) for c in self.cell)
         if sentences is None:
-            return DecoderState(hidden, cell, self.memory, self.keys, self.padding_bias)
-        return DecoderState(
-            hidden,
-            cell,
-            self.memory.index_select(0, sentences),
-            self.keys.index_select(0, sentences),
-            self.padding_bias.index_select(0, sentences),
+            return replace(self, hidden=hidden, cell=cell)
+        return replace(
+            self,
+            hidden=hidden,
+            cell=cell,
+            memory=self.memory.index_select(0, sentences),
+            keys=self.keys.index_select(0, sentences),
+            padding_bias=self.padding_bias.index_select(0, sentences),
         )
 
 
@@ -100,7 +102,8 @@ class Decoder(nn.Module):
         self._projection_key: tuple = ()
 
     def initial_state(self, encoded: EncoderOutput) -> DecoderState:
-        """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero."""
+        """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero; in search
+        (eval mode, no gradients) also the first layer's embedding projection of every word."""
         batch = encoded.memory.shape[0]
         bridged = torch.tanh(self.bridge(encoded.final_hidden))  # (B, L*H)
         hidden = tuple(bridged.view(batch, len(self.cells), -1).transpose(0, 1).unsqueeze(1))
@@ -111,6 +114,9 @@ class Decoder(nn.Module):
             memory=encoded.memory,
             keys=self.attention.project_memory(encoded.memory),
             padding_bias=padding_bias(encoded.src_mask, encoded.memory.dtype),
+            embedding_projections=(
+                None if self.training or torch.is_grad_enabled() else self._embedding_projections()
+            ),
         )
 
     def forward(
@@ -146,10 +152,10 @@ class Decoder(nn.Module):
         context, weights = self._attend(state)
         no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
         input_weights = self._input_weights()
-        if self.training or torch.is_grad_enabled():
+        if state.embedding_projections is None:
             projection = embedded[:, 0] @ input_weights[0].t()  # (B, G*H)
         else:  # search: a row of the table instead of a GEMM
-            projection = self._embedding_projections().index_select(0, tokens)  # (B, G*H)
+            projection = state.embedding_projections.index_select(0, tokens)  # (B, G*H)
         state = self._advance(state, projection, context, input_weights[1:], no_dropout)
         top = state.hidden[-1][0].unsqueeze(1)  # (B, 1, H)
         logits = self._logits(top, context.unsqueeze(1), embedded, self._output_mask(embedded))
@@ -158,12 +164,17 @@ class Decoder(nn.Module):
     def _embedding_projections(self) -> torch.Tensor:
         """(V, G*H): the first layer's input projection of every target word, for search.
 
-        Built once (V x E x G*H multiply-adds: about as many as V decoder steps of one row would
-        spend on the projection) and rebuilt when the weights change, which their version
-        counters tell (an optimizer step, load_state_dict) or their storage (`.to`).
+        Built (V x E x G*H multiply-adds: about as many as V decoder steps of one row would spend
+        on the projection) when a search starts and the weights differ from the last build's.
+        Their storage and version counter tell a move or an in-place change, but not an update
+        by a fused optimizer (torch's fused Adam leaves version counters alone), so the key also
+        holds each weight's sum: one pass over 3.5M values per search, not per step.
         """
         weights = (self.embedding.weight, self.cells[0].weight_ih)
-        key = tuple((weight.data_ptr(), weight._version) for weight in weights)
+        key = tuple(
+            (weight.device, weight.data_ptr(), weight._version, weight.dtype, float(weight.sum()))
+            for weight in weights
+        )
         if self._projection_key != key:
             with torch.no_grad():
                 scaled = self.embedding.weight * self.embedding_scale  # (V, E)
@@ -232,9 +243,7 @@ class Decoder(nn.Module):
             if new_cell is not None:
                 cell.append(new_cell)
             layer_input = new_hidden[0]  # (B, H)
-        return DecoderState(
-            tuple(hidden), tuple(cell), state.memory, state.keys, state.padding_bias
-        )
+        return replace(state, hidden=tuple(hidden), cell=tuple(cell))
 
     def _output_mask(self, embedded: torch.Tensor) -> torch.Tensor | None:
         """Variational dropout mask (B, 1, E) of the deep output, one per sentence."""

@@ -94,31 +94,42 @@ def test_state_reorder_selects_and_repeats_rows() -> None:
 
 def test_search_step_reads_a_projection_table_that_follows_the_weights() -> None:
     """In search (eval, no grad) the step gathers the embedding projection from a table; it
-    must equal the GEMM path, also after the weights change in place or move."""
+    must equal the GEMM path, also after an optimizer step (fused Adam leaves the weights'
+    version counters alone), a change through `.data`, an in-place change, or a move."""
     model = small_model().eval()
     src, lengths = source_batch()
-    tokens = torch.tensor([5, 6, 7])
-    state = model.initial_state(model.encode(src, lengths))
+    tokens = torch.tensor([5, 6, 7, 5, 9, 8])
+    beams = torch.arange(3).repeat_interleave(2)  # two hypotheses per sentence
 
-    def both() -> tuple[torch.Tensor, torch.Tensor]:
+    def search_and_gemm_steps() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            table = model.step(state, tokens).log_probs
+            state = model.initial_state(model.encode(src, lengths))
+            assert state.embedding_projections is not None
+            _, state, _ = model.step(state, tokens[:3])
+            searched = model.step(state.reorder(beams), tokens).log_probs
         with torch.enable_grad():
-            gemm = model.step(state, tokens).log_probs.detach()
-        return table, gemm
+            state = model.initial_state(model.encode(src, lengths))
+            assert state.embedding_projections is None
+            _, state, _ = model.step(state, tokens[:3])
+            gemm = model.step(state.reorder(beams), tokens).log_probs
+        return searched, gemm.detach()
 
-    torch.testing.assert_close(*both())
-    first_table = model.decoder._projection_table
+    torch.testing.assert_close(*search_and_gemm_steps())
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    model.train()
+    model(src, lengths, tokens[:3].unsqueeze(1)).sum().backward()
+    optimizer.step()
+    model.eval()
+    torch.testing.assert_close(*search_and_gemm_steps())
+    model.decoder.embedding.weight.data[5:8] += 0.5  # no version change
+    torch.testing.assert_close(*search_and_gemm_steps())
     with torch.no_grad():
-        model.decoder.cells[0].weight_ih.mul_(1.5)  # like an optimizer step
-        model.decoder.embedding.weight[5:8] += 0.5
-    table, gemm = both()
-    torch.testing.assert_close(table, gemm)
-    assert model.decoder._projection_table is not first_table
+        model.decoder.cells[0].weight_ih.mul_(1.5)
+    torch.testing.assert_close(*search_and_gemm_steps())
     model.float()  # new storage
-    state = model.initial_state(model.encode(src, lengths))
-    torch.testing.assert_close(*both())
-    assert model.decoder._projection_table.dtype == torch.float32
+    searched, gemm = search_and_gemm_steps()
+    torch.testing.assert_close(searched, gemm)
+    assert searched.dtype == torch.float32
 
 
 def expected_parameters(
