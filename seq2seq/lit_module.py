@@ -14,12 +14,13 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from torchmetrics.text import CHRFScore, SacreBLEUScore
+from torchmetrics.text import SacreBLEUScore
 
 from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.decoding.search import SearchOptions, search
 from seq2seq.errors import Seq2SeqError
+from seq2seq.evaluation import CorpusChrF
 from seq2seq.gradients import GradientNorms
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -85,7 +86,7 @@ class TranslationModule(L.LightningModule):
         self.model = Seq2Seq(architecture)
         self.metrics = nn.ModuleDict(
             {
-                stage: nn.ModuleDict({"bleu": SacreBLEUScore(tokenize="13a"), "chrf": CHRFScore()})
+                stage: nn.ModuleDict({"bleu": SacreBLEUScore(tokenize="13a"), "chrf": CorpusChrF()})
                 for stage in STAGES
             }
         )
