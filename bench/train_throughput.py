@@ -4,9 +4,9 @@ One training step = forward, label-smoothed loss, backward, clipping at norm 1, 
 exactly what TranslationModule does minus Lightning's bookkeeping. After warm-up steps, timed
 steps run for every variant in alternating rounds (drift of the machine hits all alike). For
 each variant it reports target tokens/s (subwords + EOS, no padding), sentences/s, the median
-step time, the analytic FLOPs of a step (GEMMs as run: recurrences over the padded batch, the output
-layer over real target positions; backward = 2 x forward),
-the GEMM peak measured in this process (torch.matmul at the model's own shapes) and the ratio.
+step time, the analytic FLOPs of a step (GEMMs as run: recurrences over the padded batch, the
+output layer over real target positions; backward = 2 x forward), the GEMM peak measured in
+this process (torch.matmul at the model's own shapes) and the ratio.
 
 Variants: `fused` (no layer norm, no dropout: the encoder runs torch's fused LSTM kernel) and
 `ln_dropout` (the reference: layer norm and variational dropout), each in fp32 and, where the

@@ -101,9 +101,10 @@ class Decoder(nn.Module):
         self._projection_table = torch.empty(0)  # see _embedding_projections
         self._projection_key: tuple = ()
 
-    def initial_state(self, encoded: EncoderOutput) -> DecoderState:
-        """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero; in search
-        (eval mode, no gradients) also the first layer's embedding projection of every word."""
+    def initial_state(self, encoded: EncoderOutput, search: bool = True) -> DecoderState:
+        """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero; for a
+        `search` in eval mode without gradients also the first layer's embedding projection of
+        every word (teacher forcing, `search=False`, never reads it)."""
         batch = encoded.memory.shape[0]
         bridged = torch.tanh(self.bridge(encoded.final_hidden))  # (B, L*H)
         hidden = tuple(bridged.view(batch, len(self.cells), -1).transpose(0, 1).unsqueeze(1))
@@ -115,7 +116,9 @@ class Decoder(nn.Module):
             keys=self.attention.project_memory(encoded.memory),
             padding_bias=padding_bias(encoded.src_mask, encoded.memory.dtype),
             embedding_projections=(
-                None if self.training or torch.is_grad_enabled() else self._embedding_projections()
+                self._embedding_projections()
+                if search and not (self.training or torch.is_grad_enabled())
+                else None
             ),
         )
 

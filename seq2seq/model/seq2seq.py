@@ -136,7 +136,7 @@ class Seq2Seq(nn.Module):
     ) -> torch.Tensor:
         """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V), or (N, V) at the N True
         target `positions` (B, T) only."""
-        state = self.initial_state(self.encode(src, src_lengths))
+        state = self.decoder.initial_state(self.encode(src, src_lengths), search=False)
         return self.decoder(state, tgt_in, positions)
 
     def step(self, state: DecoderState, tokens: torch.Tensor) -> StepOutput:
