@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics.text import SacreBLEUScore
@@ -24,6 +26,7 @@ from seq2seq.evaluation import CorpusChrF
 from seq2seq.gradients import GradientNorms
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+from seq2seq.schedules import BudgetSchedule, inverse_sqrt_schedule
 
 TOKENIZER_KEY = "seq2seq_tokenizer"
 STAGES = ("val", "test")
@@ -39,11 +42,15 @@ class TranslationModule(L.LightningModule):
         learning_rate: peak learning rate.
         weight_decay: L2 penalty (adam) or decoupled weight decay (adamw).
         scheduler: `plateau` (scale by `plateau_factor` when validation BLEU stalls),
-            `inverse_sqrt` (linear warm-up for `warmup_steps`, then 1/sqrt(step)) or `none`.
+            `inverse_sqrt` (linear warm-up for `warmup_steps`, then 1/sqrt(step)), `budget`
+            (warm-up, hold, then linear decay to `min_learning_rate` over the last
+            `decay_fraction` of the budget the Trainer sets: `max_steps`, `max_epochs` or
+            `max_time`, whichever ends first) or `none`.
         plateau_factor: learning-rate factor when validation BLEU stops improving.
         plateau_patience: validations without improvement before the factor applies.
-        warmup_steps: warm-up updates of the inverse square-root schedule.
-        min_learning_rate: floor of the plateau schedule.
+        warmup_steps: warm-up updates of the inverse square-root and budget schedules.
+        decay_fraction: share of the budget over which the budget schedule decays.
+        min_learning_rate: floor of the plateau schedule, end of the budget schedule.
         val_search: how validation decodes (default greedy).
         test_search: how testing and prediction decode (default beam 5).
         seed: base of the per-step random seed (dropout masks), for exact resumption.
@@ -58,10 +65,11 @@ class TranslationModule(L.LightningModule):
         optimizer: Literal["adam", "adamw"] = "adam",
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
-        scheduler: Literal["plateau", "inverse_sqrt", "none"] = "plateau",
+        scheduler: Literal["plateau", "inverse_sqrt", "budget", "none"] = "plateau",
         plateau_factor: float = 0.5,
         plateau_patience: int = 1,
         warmup_steps: int = 1000,
+        decay_fraction: float = 0.3,
         min_learning_rate: float = 1e-5,
         val_search: SearchOptions = SearchOptions(beam_size=1),
         test_search: SearchOptions = SearchOptions(beam_size=5),
@@ -69,6 +77,10 @@ class TranslationModule(L.LightningModule):
         max_nonfinite_steps: int = 5,
     ) -> None:
         super().__init__()
+        if not 0.0 < decay_fraction <= 1.0:
+            raise Seq2SeqError(f"decay_fraction must lie in (0, 1], got {decay_fraction}")
+        if warmup_steps < (1 if scheduler == "inverse_sqrt" else 0):
+            raise Seq2SeqError(f"warmup_steps {warmup_steps} is too small for {scheduler}")
         # checkpoints store plain types (loadable with weights_only=True); rebuild the dataclasses
         architecture = _as(Seq2SeqConfig, architecture)
         self.searches = {
@@ -271,6 +283,18 @@ class TranslationModule(L.LightningModule):
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"},
             }
+        if hp.scheduler == "budget":
+            schedule = BudgetSchedule(
+                optimizer,
+                self._budget_spent(),
+                hp.warmup_steps,
+                hp.decay_fraction,
+                final_factor=min(hp.min_learning_rate / hp.learning_rate, 1.0),
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+            }
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="max",
@@ -282,6 +306,34 @@ class TranslationModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": plateau, "monitor": "val/bleu", "interval": "epoch"},
         }
+
+    def _budget_spent(self) -> Callable[[], float]:
+        """A function giving the share of the Trainer's budget spent, the same on every rank.
+
+        The share of updates (of `max_steps`, or of `max_epochs` epochs) or of time (of
+        `max_time`; validation time counts, as it does for stopping), whichever is larger.
+        """
+        trainer = self.trainer
+        total_steps = trainer.estimated_stepping_batches
+        if not 0 < total_steps < math.inf:
+            total_steps = math.inf  # neither max_steps nor max_epochs bound the run
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        timed = timer is not None and timer.time_remaining() is not None
+        if math.isinf(total_steps) and not timed:
+            raise Seq2SeqError(
+                "the budget schedule needs a budget: set trainer.max_steps, trainer.max_epochs"
+                " or trainer.max_time"
+            )
+
+        def spent() -> float:
+            share = trainer.global_step / total_steps
+            if timed:
+                remaining, elapsed = timer.time_remaining(), timer.time_elapsed()
+                # clocks differ across ranks; replicas must all use rank 0's learning rate
+                share = max(share, trainer.strategy.broadcast(elapsed / (elapsed + remaining)))
+            return share
+
+        return spent
 
 
 def build_optimizer(
@@ -300,13 +352,3 @@ def build_optimizer(
 def _as(kind: type, value: object) -> object:
     """`value` as the dataclass `kind`, from a checkpoint's dict if need be."""
     return kind(**value) if isinstance(value, dict) else value
-
-
-def inverse_sqrt_schedule(warmup_steps: int):
-    """Learning-rate factor: linear warm-up to 1 at `warmup_steps`, then sqrt(warmup / step)."""
-
-    def factor(step: int) -> float:
-        step = max(step, 1)
-        return min(step / warmup_steps, math.sqrt(warmup_steps / step))
-
-    return factor

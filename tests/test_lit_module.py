@@ -1,23 +1,11 @@
-import math
-
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Timer
 
-from seq2seq.lit_module import (
-    TranslationModule,
-    build_optimizer,
-    inverse_sqrt_schedule,
-)
+from seq2seq.errors import Seq2SeqError
+from seq2seq.lit_module import TranslationModule, build_optimizer
 from tests.conftest import TINY_ARCHITECTURE
-
-
-def test_inverse_sqrt_schedule() -> None:
-    factor = inverse_sqrt_schedule(warmup_steps=100)
-    assert factor(0) == pytest.approx(0.01)
-    assert factor(50) == pytest.approx(0.5)
-    assert factor(100) == pytest.approx(1.0)
-    assert factor(400) == pytest.approx(0.5)
-    assert factor(10_000) == pytest.approx(math.sqrt(100 / 10_000))
 
 
 def test_hyperparameters_are_plain_types_and_rebuild_the_model() -> None:
@@ -50,3 +38,49 @@ def test_fused_optimizer_updates_like_the_default_one(name: str) -> None:
         results.append(parameters)
     for fused, plain in zip(*results, strict=True):
         torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-7)
+
+
+def module_under(trainer: L.Trainer, **hyperparameters: object) -> TranslationModule:
+    module = TranslationModule(TINY_ARCHITECTURE, **hyperparameters)
+    module.trainer = trainer
+    return module
+
+
+def test_budget_share_is_the_time_share_under_max_time(monkeypatch) -> None:
+    trainer = L.Trainer(max_time={"seconds": 200}, logger=False, enable_progress_bar=False)
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    spent = module_under(trainer, scheduler="budget")._budget_spent()
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 50.0)
+    assert spent() == pytest.approx(0.25)
+
+
+def test_budget_share_is_the_larger_of_updates_and_time(monkeypatch) -> None:
+    trainer = L.Trainer(
+        max_steps=100, max_time={"seconds": 200}, logger=False, enable_progress_bar=False
+    )
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    spent = module_under(trainer, scheduler="budget")._budget_spent()
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 50.0)
+    monkeypatch.setattr(type(trainer), "global_step", property(lambda self: 40))
+    assert spent() == pytest.approx(0.4)
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 120.0)
+    assert spent() == pytest.approx(0.6)
+
+
+def test_budget_schedule_without_a_budget_is_refused() -> None:
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_progress_bar=False)
+    with pytest.raises(Seq2SeqError, match="the budget schedule needs a budget"):
+        module_under(trainer, scheduler="budget").configure_optimizers()
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "message"),
+    [
+        ({"scheduler": "budget", "decay_fraction": 0.0}, "decay_fraction must lie in"),
+        ({"scheduler": "inverse_sqrt", "warmup_steps": 0}, "too small for inverse_sqrt"),
+        ({"scheduler": "budget", "warmup_steps": -1}, "too small for budget"),
+    ],
+)
+def test_schedule_settings_are_checked(hyperparameters: dict, message: str) -> None:
+    with pytest.raises(Seq2SeqError, match=message):
+        TranslationModule(TINY_ARCHITECTURE, **hyperparameters)

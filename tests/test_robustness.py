@@ -87,6 +87,12 @@ CASES = [
     ),
     Case(
         T,
+        "learning-rate decay over more than the whole budget",
+        (*TRAIN, "--model.scheduler=budget", "--model.decay_fraction=1.5"),
+        expect="decay_fraction must lie in (0, 1]",
+    ),
+    Case(
+        T,
         "misspelt key in a config file",
         (*TRAIN, "--config={w}/typo.yaml"),
         expect="learnin_rate",

@@ -48,25 +48,55 @@ def test_learns_to_reverse_word_sequences(corpus: Path, tmp_path: Path) -> None:
     assert exact_match(module, corpus) >= 0.95
 
 
-def test_resumed_run_matches_an_uninterrupted_one_step_for_step(
+def test_budget_schedule_anneals_to_the_floor_at_the_last_update(
     corpus: Path, tmp_path: Path
+) -> None:
+    rates = tmp_path / "rates.json"
+    settings = {
+        "trainer.max_steps": 20,
+        "trainer.limit_val_batches": 0,
+        "model.learning_rate": 0.005,
+        "model.scheduler": "budget",
+        "model.warmup_steps": 0,
+        "model.decay_fraction": 0.5,
+        "model.min_learning_rate": 0.0005,
+    }
+    main(
+        [
+            "fit",
+            *tiny_run_args(corpus, tmp_path, **settings),
+            "--trainer.callbacks+=tests.training_helpers.RecordLearningRates",
+            f"--trainer.callbacks.path={rates}",
+        ]
+    )
+    used = {int(step): rate for step, rate in json.loads(rates.read_text()).items()}
+    # update k runs at the rate set when k of the 20 updates were spent: the peak for the first
+    # half, then a straight line from the peak towards 0.0005, which update 20 would reach
+    expected = {k: 0.005 * (0.1 + 0.9 * min(1.0, (1 - k / 20) / 0.5)) for k in range(20)}
+    assert used == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("scheduler", ["inverse_sqrt", "budget"])
+def test_resumed_run_matches_an_uninterrupted_one_step_for_step(
+    corpus: Path, tmp_path: Path, scheduler: str
 ) -> None:
     record = "tests.training_helpers.RecordLosses"
 
-    def fit(work: Path, max_steps: int, *extra: str) -> dict[str, float]:
+    def fit(work: Path, name: str, *extra: str) -> dict[str, float]:
         args = tiny_run_args(
             corpus,
             work,
             **{
-                "trainer.max_steps": max_steps,
+                "trainer.max_steps": 12,
                 "trainer.limit_val_batches": 0,
                 "model.architecture.dropout": 0.3,
                 "model.architecture.recurrent_dropout": 0.2,
-                "model.scheduler": "inverse_sqrt",
+                "model.scheduler": scheduler,
                 "model.warmup_steps": 5,
+                "model.decay_fraction": 0.5,
             },
         )
-        losses = work / f"losses{max_steps}.json"
+        losses = work / f"losses_{name}.json"
         main(
             [
                 "fit",
@@ -78,9 +108,11 @@ def test_resumed_run_matches_an_uninterrupted_one_step_for_step(
         )
         return json.loads(losses.read_text())
 
-    straight = fit(tmp_path / "straight", 12)
-    fit(tmp_path / "resumed", 5)  # stops mid-epoch: an epoch here has about 40 batches
-    resumed = fit(tmp_path / "resumed", 12, "--ckpt_path=last")
+    straight = fit(tmp_path / "straight", "straight")
+    # interrupted mid-epoch (an epoch here has about 40 batches), the budget still 12 updates
+    stop = ("--trainer.callbacks+=tests.training_helpers.StopAt", "--trainer.callbacks.step=5")
+    fit(tmp_path / "resumed", "first", *stop)
+    resumed = fit(tmp_path / "resumed", "second", "--ckpt_path=last")
     assert sorted(resumed, key=int) == [str(step) for step in range(6, 13)]
     for step, loss in resumed.items():
         assert loss == pytest.approx(straight[step], rel=1e-6, abs=1e-6)

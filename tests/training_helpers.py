@@ -70,6 +70,32 @@ def tiny_run_args(corpus: Path, work: Path, **overrides: object) -> list[str]:
     return [f"--{key}={value}" for key, value in options.items()]
 
 
+class RecordLearningRates(L.Callback):
+    """Writes the learning rate every update ran with to `path` as JSON {global_step: rate}."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.rates: dict[int, float] = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.rates[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_end(self, trainer, module) -> None:
+        if trainer.is_global_zero:
+            self.path.write_text(json.dumps(self.rates))
+
+
+class StopAt(L.Callback):
+    """Stops training after `step` updates, as an interruption would, whatever the budget."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
 class RecordLosses(L.Callback):
     """Writes every training step's loss to `path` as JSON {global_step: loss}."""
 
