@@ -275,21 +275,17 @@ class TranslationModule(L.LightningModule):
         )
         if hp.scheduler == "none":
             return {"optimizer": optimizer}
-        if hp.scheduler == "inverse_sqrt":
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, inverse_sqrt_schedule(hp.warmup_steps)
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"},
-            }
-        if hp.scheduler == "budget":
-            schedule = BudgetSchedule(
-                optimizer,
-                self._budget_spent(),
-                hp.warmup_steps,
-                hp.decay_fraction,
-                final_factor=min(hp.min_learning_rate / hp.learning_rate, 1.0),
+        if hp.scheduler in ("inverse_sqrt", "budget"):  # stepped after every update
+            schedule = (
+                torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt_schedule(hp.warmup_steps))
+                if hp.scheduler == "inverse_sqrt"
+                else BudgetSchedule(
+                    optimizer,
+                    self._budget_spent(),
+                    hp.warmup_steps,
+                    hp.decay_fraction,
+                    final_factor=min(hp.min_learning_rate / hp.learning_rate, 1.0),
+                )
             )
             return {
                 "optimizer": optimizer,

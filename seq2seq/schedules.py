@@ -64,14 +64,11 @@ class BudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
         self.final_factor = final_factor
         super().__init__(optimizer, last_epoch)
 
-    def factor(self) -> float:
-        progress = self.progress()
-        return warmup_stable_decay(
-            self.last_epoch, progress, self.warmup_steps, self.decay_fraction, self.final_factor
-        )
-
     def get_lr(self) -> list[float]:
-        factor = self.factor()
+        step, progress = self.last_epoch, self.progress()
+        factor = warmup_stable_decay(
+            step, progress, self.warmup_steps, self.decay_fraction, self.final_factor
+        )
         return [base_lr * factor for base_lr in self.base_lrs]
 
     def state_dict(self) -> dict[str, Any]:
