@@ -162,54 +162,66 @@ def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
             logger.log_metrics(metrics, step=trainer.global_step)
 
 
-class CheckpointOnInterrupt(L.Callback):
-    """Ctrl-C during training saves a resumable `last.ckpt`, then stops.
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
-    The first SIGINT only raises a flag; at the end of the running step (a consistent point:
+
+class Interrupted(SystemExit):
+    """Training stopped by a signal after saving `last.ckpt`: exit status 128 + its number."""
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM during training saves a resumable `last.ckpt`, then stops.
+
+    The first signal only raises a flag; at the end of the running step (a consistent point:
     the update done, the counters Lightning resumes from in place) every rank agrees to stop, the
-    checkpoint is written atomically and training ends through Lightning's interrupt path. A
-    second Ctrl-C interrupts at once, without saving.
+    checkpoint is written atomically and the process exits with the shell's status for the
+    signal, 128 + its number (130 for SIGINT, 143 for SIGTERM). A second Ctrl-C interrupts at
+    once, without saving; a second SIGTERM goes to the handler there was before (Lightning's).
     """
 
     def __init__(self) -> None:
-        self.interrupted = False
-        self._previous_handler: Any = None
+        self.received: signal.Signals | None = None
+        self._previous_handlers: dict[signal.Signals, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if _in_main_thread():
-            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            for signum in STOP_SIGNALS:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        self.interrupted = True
-        self._restore_handler()  # a second Ctrl-C goes straight to Python's KeyboardInterrupt
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum)
+        self._restore_handlers()  # a second signal goes to the previous handler
+        again = " (Ctrl-C again to quit without)" if signum == signal.SIGINT else ""
         print(
-            "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit without)",
+            f"\n{STOP_SIGNALS[self.received]}: saving a checkpoint after this step{again}",
             file=sys.stderr,
         )
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, _: int
     ) -> None:
-        if not trainer.strategy.reduce_boolean_decision(self.interrupted, all=False):
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         path = _last_checkpoint_path(trainer)
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             print(f"saved {path}; resume with --ckpt_path last", file=sys.stderr)
-        raise KeyboardInterrupt
+        # every rank stops here; one that got no signal itself exits as for Ctrl-C
+        raise Interrupted(128 + (self.received or signal.SIGINT))
 
-    def _restore_handler(self) -> None:
-        if self._previous_handler is not None and _in_main_thread():
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._previous_handler = None
+    def _restore_handlers(self) -> None:
+        if _in_main_thread():
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+        self._previous_handlers = {}
 
 
 def _in_main_thread() -> bool:

@@ -240,16 +240,19 @@ def test_sigkill_at_arbitrary_moments_then_resume_finishes(corpus: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_cleanly(
-    corpus: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signum", "exit_status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["int", "term"]
+)
+def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint_and_exits_cleanly(
+    corpus: Path, tmp_path: Path, signum: signal.Signals, exit_status: int
 ) -> None:
     process = train_process(
         corpus, tmp_path, "--trainer.callbacks.every_n_train_steps=0", resume=False
     )
     wait_for_updates(tmp_path, process, 5)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, errors = process.communicate(timeout=120)
-    assert process.returncode == 1 and "Traceback" not in errors
+    assert process.returncode == exit_status and "Traceback" not in errors
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert f"saved {last}; resume with --ckpt_path last" in errors
     interrupted_at = saved_step(tmp_path)
