@@ -165,10 +165,6 @@ def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
-class Interrupted(SystemExit):
-    """Training stopped by a signal after saving `last.ckpt`: exit status 128 + its number."""
-
-
 class CheckpointOnInterrupt(L.Callback):
     """Ctrl-C (SIGINT) or SIGTERM during training saves a resumable `last.ckpt`, then stops.
 
@@ -214,8 +210,9 @@ class CheckpointOnInterrupt(L.Callback):
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             print(f"saved {path}; resume with --ckpt_path last", file=sys.stderr)
-        # every rank stops here; one that got no signal itself exits as for Ctrl-C
-        raise Interrupted(128 + (self.received or signal.SIGINT))
+        # the shell's status for the signal; a rank that got none itself exits as for Ctrl-C.
+        # SystemExit, not KeyboardInterrupt: Lightning turns that into status 1
+        raise SystemExit(128 + (self.received or signal.SIGINT))
 
     def _restore_handlers(self) -> None:
         if _in_main_thread():
