@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2seq.model.autocast import cast_once
+
 CellType = Literal["lstm", "gru", "rnn"]
 GATES: dict[str, int] = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -86,20 +88,27 @@ class RecurrentCell(nn.Module):
         )  # (B, T, D, G*H)
         return self.input_gates(projection.permute(2, 0, 1, 3))  # (D, B, T, G*H)
 
+    def recurrent_weight(self) -> torch.Tensor:
+        """(D, H, G*H) weight of h(t-1), for `step`; a loop takes it once (see autocast.py)."""
+        return cast_once(self.weight_hh.transpose(1, 2))
+
     def step(
         self,
         input_gates: torch.Tensor,
         hidden: torch.Tensor,
         cell: torch.Tensor | None,
         recurrent_mask: torch.Tensor | None = None,
+        recurrent_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One step: input gates (D, B, G*H), hidden and cell (D, B, H) -> new hidden and cell.
 
         `recurrent_mask` (D, B, H) is the variational dropout mask on h(t-1), the same at every
-        step of a sequence (Gal & Ghahramani, 2016).
+        step of a sequence (Gal & Ghahramani, 2016). `recurrent_weight`: `recurrent_weight()`,
+        taken once by a loop over steps.
         """
         hidden_in = hidden if recurrent_mask is None else hidden * recurrent_mask
-        recurrent = torch.bmm(hidden_in, self.weight_hh.transpose(1, 2))  # (D, B, G*H)
+        weight = self.recurrent_weight() if recurrent_weight is None else recurrent_weight
+        recurrent = torch.bmm(hidden_in, weight)  # (D, B, G*H)
         if self.layer_norm:
             recurrent = F.layer_norm(recurrent, (self.gate_size,)) * self.hidden_norm_weight
         if self.cell_type == "lstm":

@@ -12,14 +12,23 @@ to the vocabulary, optionally with the target embedding matrix (Press & Wolf, 20
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from seq2seq.model.attention import BahdanauAttention, padding_bias
+from seq2seq.model.autocast import autocast_dtype, cast_once
 from seq2seq.model.cells import CellType, RecurrentCell
 from seq2seq.model.dropout import sequence_mask, variational_dropout, word_dropout
 from seq2seq.model.encoder import EncoderOutput
+
+
+class StepWeights(NamedTuple):
+    """What a decoder step multiplies by, sliced and (under autocast) cast once per pass."""
+
+    input: list[torch.Tensor]  # Decoder._input_weights()
+    recurrent: list[torch.Tensor]  # L x (1, H, G*H), RecurrentCell.recurrent_weight()
 
 
 @dataclass
@@ -37,6 +46,7 @@ class DecoderState:
     keys: torch.Tensor  # (B, S, A) projected once per sentence
     padding_bias: torch.Tensor  # (B, S) 0 at tokens, -inf at padding
     embedding_projections: torch.Tensor | None = None  # (V, G*H) in search, see Decoder
+    step_weights: StepWeights | None = None  # in search: taken once, not at every step
 
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> DecoderState:
         """Hypotheses `rows` (R',) - beam expansion, pruning, reordering - and, where sentences
@@ -104,22 +114,20 @@ class Decoder(nn.Module):
     def initial_state(self, encoded: EncoderOutput, search: bool = True) -> DecoderState:
         """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero; for a
         `search` in eval mode without gradients also the first layer's embedding projection of
-        every word (teacher forcing, `search=False`, never reads it)."""
+        every word and the step weights (teacher forcing, `search=False`, never reads them)."""
         batch = encoded.memory.shape[0]
+        searching = search and not (self.training or torch.is_grad_enabled())
         bridged = torch.tanh(self.bridge(encoded.final_hidden))  # (B, L*H)
         hidden = tuple(bridged.view(batch, len(self.cells), -1).transpose(0, 1).unsqueeze(1))
         is_lstm = self.cells[0].cell_type == "lstm"
         return DecoderState(
             hidden=hidden,
             cell=tuple(torch.zeros_like(h) for h in hidden) if is_lstm else (),
-            memory=encoded.memory,
+            memory=cast_once(encoded.memory),  # read at every step: cast once (autocast.py)
             keys=self.attention.project_memory(encoded.memory),
             padding_bias=padding_bias(encoded.src_mask, encoded.memory.dtype),
-            embedding_projections=(
-                self._embedding_projections()
-                if search and not (self.training or torch.is_grad_enabled())
-                else None
-            ),
+            embedding_projections=self._embedding_projections() if searching else None,
+            step_weights=self._step_weights() if searching else None,
         )
 
     def forward(
@@ -128,15 +136,15 @@ class Decoder(nn.Module):
         """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V), or (N, V) at the N True
         `positions` (B, T) only (the loss skips padding: no output layer work for it)."""
         embedded = self._embed(tgt_in)  # (B, T, E)
-        input_weights = self._input_weights()
-        embedding_projection = embedded @ input_weights[0].t()  # (B, T, G*H), hoisted
+        weights = self._step_weights()
+        embedding_projection = embedded @ weights.input[0].t()  # (B, T, G*H), hoisted
         masks = self._masks(tgt_in.shape[0], embedded)
         tops, contexts = [], []
         # unbind once, weights sliced once: indexing inside the loop would make backward
         # zero-fill a full-size gradient at every step
         for step_projection in embedding_projection.unbind(1):
             context, _ = self._attend(state)
-            state = self._advance(state, step_projection, context, input_weights[1:], masks)
+            state = self._advance(state, step_projection, context, weights, masks)
             tops.append(state.hidden[-1][0])
             contexts.append(context)
         top, context = torch.stack(tops, 1), torch.stack(contexts, 1)  # (B, T, H), (B, T, M)
@@ -152,17 +160,17 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One step from previous tokens (B,): logits (B, V), next state, attention (B, S)."""
         embedded = self._embed(tokens.unsqueeze(1))  # (B, 1, E)
-        context, weights = self._attend(state)
+        context, attention = self._attend(state)
         no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
-        input_weights = self._input_weights()
+        weights = self._step_weights() if state.step_weights is None else state.step_weights
         if state.embedding_projections is None:
-            projection = embedded[:, 0] @ input_weights[0].t()  # (B, G*H)
+            projection = embedded[:, 0] @ weights.input[0].t()  # (B, G*H)
         else:  # search: a row of the table instead of a GEMM
             projection = state.embedding_projections.index_select(0, tokens)  # (B, G*H)
-        state = self._advance(state, projection, context, input_weights[1:], no_dropout)
+        state = self._advance(state, projection, context, weights, no_dropout)
         top = state.hidden[-1][0].unsqueeze(1)  # (B, 1, H)
         logits = self._logits(top, context.unsqueeze(1), embedded, self._output_mask(embedded))
-        return logits.squeeze(1), state, weights
+        return logits.squeeze(1), state, attention
 
     def _embedding_projections(self) -> torch.Tensor:
         """(V, G*H): the first layer's input projection of every target word, for search.
@@ -174,10 +182,11 @@ class Decoder(nn.Module):
         holds each weight's sum: one pass over 3.5M values per search, not per step.
         """
         weights = (self.embedding.weight, self.cells[0].weight_ih)
-        key = tuple(
+        fingerprints = tuple(
             (weight.device, weight.data_ptr(), weight._version, weight.dtype, float(weight.sum()))
             for weight in weights
         )
+        key = (*fingerprints, autocast_dtype(weights[0].device.type))  # autocast: a bf16 table
         if self._projection_key != key:
             with torch.no_grad():
                 scaled = self.embedding.weight * self.embedding_scale  # (V, E)
@@ -192,12 +201,16 @@ class Decoder(nn.Module):
         return variational_dropout(embedded, self.dropout, self.training)
 
     def _input_weights(self) -> list[torch.Tensor]:
-        """Input weights sliced once per pass: first layer's for y(i-1) (G*H, E) and for c(i)
-        (G*H, M), then each higher layer's (G*H, H)."""
+        """Input weights sliced (and under autocast cast) once per pass: first layer's for
+        y(i-1) (G*H, E) and for c(i) (G*H, M), then each higher layer's (G*H, H)."""
         first = self.cells[0].weight_ih[0]  # (G*H, E + M)
         embedding_size = self.embedding.embedding_dim
         higher = [cell.weight_ih[0] for cell in self.cells[1:]]
-        return [first[:, :embedding_size], first[:, embedding_size:], *higher]
+        sliced = [first[:, :embedding_size], first[:, embedding_size:], *higher]
+        return [cast_once(weight) for weight in sliced]
+
+    def _step_weights(self) -> StepWeights:
+        return StepWeights(self._input_weights(), [cell.recurrent_weight() for cell in self.cells])
 
     def _attend(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         query = state.hidden[-1][0]  # (B, H): s(i-1)
@@ -221,26 +234,24 @@ class Decoder(nn.Module):
         state: DecoderState,
         embedding_projection: torch.Tensor,
         context: torch.Tensor,
-        input_weights: list[torch.Tensor],
+        weights: StepWeights,
         masks: _StepMasks,
     ) -> DecoderState:
-        """Run every layer one step.
-
-        embedding_projection (B, G*H), context (B, M), `input_weights` = `_input_weights()[1:]`.
-        """
-        projection = embedding_projection + context @ input_weights[0].t()  # (B, G*H)
+        """Run every layer one step: embedding_projection (B, G*H), context (B, M)."""
+        projection = embedding_projection + context @ weights.input[1].t()  # (B, G*H)
         hidden, cell = [], []
         layer_input = None
         for layer, module in enumerate(self.cells):
             if layer > 0:
                 layer_input = _masked(layer_input, masks.between_layers[layer - 1])
-                projection = layer_input @ input_weights[layer].t()  # (B, G*H)
+                projection = layer_input @ weights.input[layer + 1].t()  # (B, G*H)
             previous_cell = state.cell[layer] if state.cell else None
             new_hidden, new_cell = module.step(
                 module.input_gates(projection.unsqueeze(0)),
                 state.hidden[layer],
                 previous_cell,
                 masks.recurrent[layer],
+                weights.recurrent[layer],
             )
             hidden.append(new_hidden)
             if new_cell is not None:
@@ -261,9 +272,16 @@ class Decoder(nn.Module):
         output_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """(*, H), (*, M), (*, E) and a mask broadcastable to (*, E) -> (*, V), all steps in
-        one GEMM."""
+        one GEMM.
+
+        The bias is added after the GEMM: under bf16 autocast that one pass also yields the fp32
+        logits the loss reads (a bias-initialized addmm and a cast were two passes over the
+        (N, V) logits, about 35 ms each at the reference batch on the 2-core CPU).
+        """
         pre_output = torch.tanh(self.pre_output(torch.cat((top, context, embedded), dim=-1)))
-        return self.output(_masked(pre_output, output_mask))
+        logits = _masked(pre_output, output_mask) @ self.output.weight.t()  # (*, V)
+        bias = self.output.bias
+        return logits.add_(bias) if logits.dtype == bias.dtype else logits + bias
 
 
 def _masked(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

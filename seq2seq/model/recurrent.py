@@ -105,11 +105,14 @@ class RecurrentLayer(nn.Module):
         )
         running = torch.arange(steps, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
         shortest = int(lengths.min())
+        recurrent_weight = cell_module.recurrent_weight()  # (D, H, G*H), cast once
         outputs = []
         # unbind once: indexing gates[:, :, step] would make backward zero-fill a full-size
         # gradient at every step, quadratic in the length
         for step, step_gates in enumerate(gates.unbind(2)):
-            new_hidden, new_cell = cell_module.step(step_gates, hidden, cell, mask)
+            new_hidden, new_cell = cell_module.step(
+                step_gates, hidden, cell, mask, recurrent_weight
+            )
             if step >= shortest:  # some sequences have ended: hold their state
                 active = running[step].view(1, batch, 1)
                 new_hidden = torch.where(active, new_hidden, hidden)

@@ -142,4 +142,6 @@ class Seq2Seq(nn.Module):
     def step(self, state: DecoderState, tokens: torch.Tensor) -> StepOutput:
         """The search API: previous tokens (B,) -> log-probabilities (B, V), state, attention."""
         logits, state, attention = self.decoder.step(state, tokens)
-        return StepOutput(torch.log_softmax(logits, dim=-1), state, attention)
+        # at least fp32 under autocast too: beam scores add up over the whole output
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return StepOutput(torch.log_softmax(logits, dim=-1, dtype=dtype), state, attention)

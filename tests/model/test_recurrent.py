@@ -81,9 +81,9 @@ def test_recurrent_dropout_mask_is_one_per_sequence(monkeypatch) -> None:
     masks = []
     original_step = layer.cell.step
 
-    def recording_step(input_gates, hidden, cell, recurrent_mask=None):
+    def recording_step(input_gates, hidden, cell, recurrent_mask=None, recurrent_weight=None):
         masks.append(recurrent_mask)
-        return original_step(input_gates, hidden, cell, recurrent_mask)
+        return original_step(input_gates, hidden, cell, recurrent_mask, recurrent_weight)
 
     monkeypatch.setattr(layer.cell, "step", recording_step)
     layer(torch.randn(4, 6, 5), torch.tensor([6, 6, 4, 2]))
