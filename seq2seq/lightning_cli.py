@@ -12,6 +12,7 @@ what LightningCLI gives, it
   saves a resumable `last.ckpt` on Ctrl-C, writes checkpoints atomically and loads them with
   `weights_only=True` (seq2seq/checkpoint.py);
 - `--test_after_fit true` tests the best checkpoint when training ends and prints test BLEU;
+- warns when `bf16-mixed` is asked of a CPU without fast bf16 (see `has_fast_bf16`);
 - turns a `Seq2SeqError` into one line on stderr and exit status 1.
 """
 
@@ -21,13 +22,16 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from jsonargparse import ArgumentError
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
 from seq2seq.callbacks import CheckpointOnInterrupt, GradientHealth
 from seq2seq.checkpoint import SafeCheckpointIO, load_checkpoint
@@ -35,6 +39,7 @@ from seq2seq.data.corpus import make_directory
 from seq2seq.datamodule import TranslationDataModule
 from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.lit_module import TranslationModule
+from seq2seq.model.autocast import has_fast_bf16
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -71,6 +76,15 @@ class TranslationCLI(LightningCLI):
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             kwargs["plugins"] = [*plugins, SafeCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
+        if (
+            trainer.precision == "bf16-mixed"
+            and isinstance(trainer.accelerator, CPUAccelerator)
+            and not has_fast_bf16(torch.device("cpu"))
+        ):
+            rank_zero_warn(
+                "bf16-mixed on a CPU without AMX or AVX-512 BF16: bf16 is emulated here and"
+                " many times slower than --trainer.precision 32-true"
+            )
         trainer.callbacks.append(CheckpointOnInterrupt())
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:

@@ -2,6 +2,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from seq2seq.errors import Seq2SeqError
 from seq2seq.lit_module import TranslationModule, build_optimizer
@@ -84,3 +85,29 @@ def test_budget_schedule_without_a_budget_is_refused() -> None:
 def test_schedule_settings_are_checked(hyperparameters: dict, message: str) -> None:
     with pytest.raises(Seq2SeqError, match=message):
         TranslationModule(TINY_ARCHITECTURE, **hyperparameters)
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value", None])
+def test_bf16_mixed_clips_with_a_fused_optimizer(algorithm: str | None) -> None:
+    """Lightning's mixed-precision plugin refuses to clip for a fused optimizer (an fp16 loss
+    scaler's guard); bf16 has no scaler, so the module clips itself, by norm or by value."""
+    trainer = L.Trainer(precision="bf16-mixed", logger=False, enable_progress_bar=False)
+    module = module_under(trainer)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"]
+    for parameter in module.parameters():
+        parameter.grad = torch.full_like(parameter, 3.0)
+    module.configure_gradient_clipping(optimizer, 0.5, algorithm)
+    gradients = [parameter.grad for parameter in module.parameters()]
+    if algorithm == "value":
+        assert all(float(g.abs().max()) == 0.5 for g in gradients)
+    else:  # by norm, also when no algorithm is named
+        total = torch.linalg.vector_norm(torch.stack([g.norm() for g in gradients]))
+        assert float(total) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_an_fp16_loss_scaler_gets_an_unfused_optimizer() -> None:
+    """A fused step unscales fp16 gradients internally, after clipping would have run."""
+    scaled = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer = L.Trainer(plugins=[scaled], logger=False, enable_progress_bar=False)
+    assert not module_under(trainer).configure_optimizers()["optimizer"].defaults.get("fused")

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq import lightning_cli
 from seq2seq.data.batch import collate
 from seq2seq.decoding.search import SearchOptions
-from seq2seq.lightning_cli import main
+from seq2seq.lightning_cli import build_cli, main
 from seq2seq.lit_module import TranslationModule
 from tests.training_helpers import reversal_corpus, tiny_run_args
 
@@ -34,18 +35,29 @@ def exact_match(module: TranslationModule, corpus: Path, split: str = "val") -> 
     return sum(h == t for h, t in zip(hypotheses, targets, strict=True)) / len(targets)
 
 
-def test_learns_to_reverse_word_sequences(corpus: Path, tmp_path: Path) -> None:
-    """A learning test: at least 95% exact match with greedy decoding within 600 updates."""
-    main(
-        [
-            "fit",
-            *tiny_run_args(
-                corpus, tmp_path, **{"trainer.max_steps": 600, "trainer.limit_val_batches": 0}
-            ),
-        ]
-    )
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_learns_to_reverse_word_sequences(precision: str, corpus: Path, tmp_path: Path) -> None:
+    """A learning test: at least 95% exact match with greedy decoding within 600 updates, in
+    fp32 and under bf16 autocast (with the fused optimizer and gradient clipping of both)."""
+    settings = {
+        "trainer.max_steps": 600,
+        "trainer.limit_val_batches": 0,
+        "trainer.precision": precision,
+    }
+    main(["fit", *tiny_run_args(corpus, tmp_path, **settings)])
     module = TranslationModule.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt")
     assert exact_match(module, corpus) >= 0.95
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_bf16_on_a_cpu_without_fast_bf16_is_warned_about(
+    fast_bf16: bool, corpus: Path, tmp_path: Path, monkeypatch, recwarn
+) -> None:
+    monkeypatch.setattr(lightning_cli, "has_fast_bf16", lambda device: fast_bf16)
+    args = tiny_run_args(corpus, tmp_path, **{"trainer.precision": "bf16-mixed"})
+    build_cli(args, run=False)
+    warned = [w for w in recwarn if "bf16 is emulated here" in str(w.message)]
+    assert len(warned) == (0 if fast_bf16 else 1)
 
 
 def test_budget_schedule_anneals_to_the_floor_at_the_last_update(
