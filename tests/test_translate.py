@@ -5,10 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from seq2seq.cli import main
 from seq2seq.decoding.search import SearchOptions
+from seq2seq.errors import Seq2SeqError
 from seq2seq.lightning_cli import main as train_main
 from seq2seq.translator import MAX_SOURCE_TOKENS, Translator
 from tests.training_helpers import reversal_corpus, tiny_run_args
@@ -64,6 +66,33 @@ def test_nbest_lists_are_sorted(trained) -> None:
     nbest = translator.translate_nbest(["ab cd ef"], SearchOptions(beam_size=4, nbest=3))[0]
     assert len(nbest) == 3
     assert [t.score for t in nbest] == sorted((t.score for t in nbest), reverse=True)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_bf16_search_translates_like_fp32(beam: int, trained) -> None:
+    """bf16 autocast in search: the same translations as fp32 but where bf16's rounding breaks
+    a near-tie (1 of these 100 sentences in greedy search), and the same scores within bf16's
+    precision (fp32 log-probabilities of bf16 logits)."""
+    checkpoint, corpus = trained
+    sources = (corpus / "test.de").read_text().splitlines()
+    options = SearchOptions(beam_size=beam)
+    results = [
+        Translator.from_checkpoint(checkpoint, precision=precision).translate_nbest(
+            sources, options
+        )
+        for precision in ("fp32", "bf16")
+    ]
+    plain, low = ([nbest[0] for nbest in result] for result in results)
+    same = [pair for pair in zip(low, plain, strict=True) if pair[0].text == pair[1].text]
+    assert len(same) >= 0.95 * len(sources)
+    for low_translation, plain_translation in same:
+        assert low_translation.score == pytest.approx(plain_translation.score, abs=0.05)
+
+
+def test_precision_is_checked_and_auto_is_fp32_on_a_cpu(trained) -> None:
+    assert Translator.from_checkpoint(trained[0], precision="auto").precision == "fp32"  # CPU
+    with pytest.raises(Seq2SeqError, match="precision must be one of"):
+        Translator.from_checkpoint(trained[0], precision="fp8")
 
 
 def test_overlong_line_is_truncated_with_a_warning(trained, capsys) -> None:
@@ -160,7 +189,10 @@ def test_evaluate_and_score_match_sacrebleu_command_line(trained, tmp_path: Path
     assert scored["BLEU"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
 
 
-def test_attention_plots_one_png_per_non_empty_line(trained, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_attention_plots_one_png_per_non_empty_line(
+    precision: str, trained, tmp_path: Path
+) -> None:
     checkpoint, _ = trained
     (tmp_path / "in.de").write_text("ab cd ef\n\nst uv wx ab\n")
     translate_file(
@@ -169,15 +201,18 @@ def test_attention_plots_one_png_per_non_empty_line(trained, tmp_path: Path) -> 
         str(tmp_path / "out"),
         "--beam-size",
         "2",
+        "--precision",
+        precision,
         "--plot-attention",
         str(tmp_path / "plots"),
     )
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert plots == ["000001.png", "000003.png"]
     assert (tmp_path / "plots/000001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    translator = Translator.from_checkpoint(checkpoint)
+    translator = Translator.from_checkpoint(checkpoint, precision=precision)
     translation = translator.translate_nbest(
         ["ab cd ef"], SearchOptions(beam_size=2), keep_attention=True
     )[0][0]
+    assert translation.attention.dtype == np.float32
     rows = len(translator.target_pieces(translation))
     assert translation.attention.shape == (rows, len(translator.source_pieces("ab cd ef")))
