@@ -40,7 +40,7 @@ class Translator:
     """Searches with the module's fp32 weights, in fp32 or under bf16 autocast (`precision`).
 
     `auto` is bf16 on a CUDA device with bf16 and fp32 on CPUs: on the 2-core AMX CPU, where
-    bf16 GEMMs run 5x faster, bf16 autocast still made greedy search 10-35% slower and beam
+    bf16 GEMMs run 4-11x faster, bf16 autocast still made greedy search 12-26% slower and beam
     search no faster (the decoder step's many small pointwise ops and casts outweigh its GEMMs;
     docs/performance.md).
     """

@@ -1,4 +1,5 @@
-"""Weights read at every step of a recurrence, cast once per pass under autocast.
+"""bf16 autocast helpers: weights read at every step of a recurrence cast once per pass, and
+whether a device has fast bf16 at all.
 
 Autocast casts an fp32 operand of a GEMM to its low-precision dtype at every call, and caches
 the cast only for leaf parameters, not for their slices or transposes. A recurrent weight used
@@ -33,8 +34,8 @@ def cast_once(tensor: torch.Tensor) -> torch.Tensor:
 
 def has_fast_bf16(device: torch.device) -> bool:
     """Whether `device` runs bf16 GEMMs faster than fp32: a CUDA GPU with bf16, or a CPU with
-    AVX-512 BF16 or AMX. Elsewhere bf16 is emulated (2 GFLOP/s against 130 in fp32 on an AVX2
-    CPU here), so autocast would slow everything down."""
+    AVX-512 BF16 or AMX. Elsewhere bf16 is emulated (2 GFLOP/s against 130 in fp32 on the
+    project's earlier AVX2 machine), so autocast would slow everything down."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
