@@ -87,6 +87,8 @@ def test_bf16_search_translates_like_fp32(beam: int, trained) -> None:
     assert len(same) >= 0.95 * len(sources)
     for low_translation, plain_translation in same:
         assert low_translation.score == pytest.approx(plain_translation.score, abs=0.05)
+    # and bf16 did run: fp32 would reproduce every score to the last bit
+    assert any(low_t.score != plain_t.score for low_t, plain_t in same)
 
 
 def test_precision_is_checked_and_auto_is_fp32_on_a_cpu(trained) -> None:
