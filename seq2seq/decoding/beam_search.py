@@ -55,8 +55,12 @@ def top_candidates(
     per_beam = min(count, log_probs.shape[-1])
     best, tokens = log_probs.topk(per_beam, dim=-1)  # (B, K, per_beam)
     total = (scores.unsqueeze(-1) + best).flatten(1)  # (B, K*per_beam)
+    missing = count - total.shape[1]  # one beam (the first step) of a vocabulary under count
+    if missing > 0:
+        total = torch.cat((total, total.new_full((total.shape[0], missing), float("-inf"))), 1)
+        tokens = torch.cat((tokens.flatten(1), tokens.new_zeros(tokens.shape[0], missing)), 1)
     values, flat = total.topk(count, dim=-1)  # (B, count)
-    origin = torch.div(flat, per_beam, rounding_mode="floor")
+    origin = torch.div(flat, per_beam, rounding_mode="floor").clamp_(max=scores.shape[1] - 1)
     return values, origin, tokens.flatten(1).gather(1, flat)
 
 
@@ -129,19 +133,19 @@ def beam_search(
     tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
     position = 0
     while search.sentence.numel() > 0:
-        log_probs, state, weights = step(state, tokens)  # (B'*K, V), _, (B'*K, S)
-        if position == 0:  # the K beams start identical: their first step is run once
-            beams = torch.arange(batch, device=device).repeat_interleave(beam_size)
-            log_probs, weights, state = log_probs[beams], weights[beams], state.reorder(beams)
-        log_probs = log_probs.view(*search.scores.shape, -1)  # (B', K, V)
+        log_probs, state, weights = step(state, tokens)  # (B'*K', V), _, (B'*K', S)
+        # the K beams start identical: the first step runs one row per sentence (K' = 1),
+        # afterwards K' = K
+        scores = search.scores[:, :1] if position == 0 else search.scores  # (B', K')
+        log_probs = log_probs.view(*scores.shape, -1)  # (B', K', V)
         if position < min_length:
             log_probs[..., eos_id] = float("-inf")
-        candidates = top_candidates(search.scores, log_probs, 2 * beam_size)
+        candidates = top_candidates(scores, log_probs, 2 * beam_size)
         last = (position + 1 >= search.max_lengths).view(-1, 1)  # (B', 1) only EOS may come
         values, origin, token = (
             torch.where(last, forced, free)
             for forced, free in zip(
-                _only_eos(search.scores, log_probs, eos_id), candidates, strict=True
+                _only_eos(scores, log_probs, eos_id, 2 * beam_size), candidates, strict=True
             )
         )
         ended = (token[:, :beam_size] == eos_id) & torch.isfinite(values[:, :beam_size])  # (B', K)
@@ -150,7 +154,7 @@ def beam_search(
         search.kept = torch.cat((search.kept, normalized), 1).topk(beam_size, dim=-1).values
         keep = continuing(token == eos_id, beam_size)  # (B', K)
         beam_rows = origin.gather(1, keep)  # (B', K)
-        step_attention = weights.view(*search.scores.shape, -1) if keep_attention else None
+        step_attention = weights.view(*scores.shape, -1) if keep_attention else None
         position += 1
         open_scores = values.gather(1, keep)  # (B', K)
         done = _done(search, open_scores, position, penalty, alpha)  # (B',)
@@ -163,7 +167,7 @@ def beam_search(
         search.history = torch.cat((history, tokens.unsqueeze(-1)), dim=-1)
         if step_attention is not None:
             search.attention = _extend_attention(search.attention, step_attention, beam_rows)
-        rows = _flat_rows(beam_rows)  # (B'*K,)
+        rows = _flat_rows(beam_rows, scores.shape[1])  # (B'*K,)
         if any_done:  # done sentences leave the batch
             open_sentences = (~done).nonzero().squeeze(1)  # (B'',)
             search = search.select(open_sentences)
@@ -188,21 +192,22 @@ def _extend_attention(
     return torch.cat((history.gather(1, index), current.unsqueeze(2)), dim=2)
 
 
-def _flat_rows(beam_rows: torch.Tensor) -> torch.Tensor:
-    """(B'*K,) rows of the flattened state that the beams (B', K) continue from."""
-    sentences, beam_size = beam_rows.shape
-    base = torch.arange(sentences, device=beam_rows.device).unsqueeze(1) * beam_size
-    return (base + beam_rows).flatten()
+def _flat_rows(beam_rows: torch.Tensor, rows_per_sentence: int) -> torch.Tensor:
+    """(B'*K,) rows of the flattened state (`rows_per_sentence` K' a sentence) that the beams
+    (B', K) continue from."""
+    base = torch.arange(beam_rows.shape[0], device=beam_rows.device).unsqueeze(1)
+    return (base * rows_per_sentence + beam_rows).flatten()
 
 
 def _only_eos(
-    scores: torch.Tensor, log_probs: torch.Tensor, eos_id: int
+    scores: torch.Tensor, log_probs: torch.Tensor, eos_id: int, count: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The candidates (B', 2K) at a sentence's last position: each beam ends with EOS."""
-    batch, beam_size = scores.shape
-    impossible = torch.full_like(scores, float("-inf"))
+    """The `count` candidates (B', count) at a sentence's last position: each of the K' beams
+    (scores (B', K')) ends with EOS, the other candidates are impossible."""
+    batch, beams = scores.shape
+    impossible = scores.new_full((batch, count - beams), float("-inf"))
     values = torch.cat((scores + log_probs[..., eos_id], impossible), 1)
-    origin = torch.arange(beam_size, device=scores.device).repeat(2).expand(batch, -1)
+    origin = (torch.arange(count, device=scores.device) % beams).expand(batch, -1)
     return values, origin, torch.full_like(origin, eos_id)
 
 

@@ -126,6 +126,16 @@ def test_helpers() -> None:
     assert continuing(torch.tensor([[True, False, False, True]]), 2).tolist() == [[1, 2]]
 
 
+def test_top_candidates_of_one_beam_with_fewer_extensions_than_asked() -> None:
+    """The first step searches one beam a sentence; a vocabulary smaller than 2K leaves
+    impossible candidates, all from that beam."""
+    log_probs = torch.log(torch.tensor([[[0.2, 0.5, 0.3]]]))  # (B=1, K'=1, V=3)
+    values, origin, token = top_candidates(torch.zeros(1, 1), log_probs, 4)
+    assert token[0, :3].tolist() == [1, 2, 0] and origin.tolist() == [[0, 0, 0, 0]]
+    assert values[0, 3].item() == float("-inf")
+    torch.testing.assert_close(values[0, :3], torch.log(torch.tensor([0.5, 0.3, 0.2])))
+
+
 def test_top_candidates_equal_one_top_k_over_all_extensions() -> None:
     """Per-beam top-k first, then across beams: the same candidates as one top-k over K*V."""
     torch.manual_seed(5)

@@ -40,6 +40,17 @@ def test_teacher_forcing_equals_step_by_step(cell_type: str, layers: int) -> Non
     assert attention[1, 3:].abs().max().item() == 0.0
 
 
+def test_step_with_gradients_does_not_normalize_in_place() -> None:
+    """Search's step normalizes the logits in place; with autograd on it must not (an `out=`
+    log-softmax has no backward)."""
+    model = small_model().eval()
+    src, lengths = source_batch()
+    log_probs, _, _ = model.step(model.initial_state(model.encode(src, lengths)), src[:, 0])
+    log_probs[:, 5].sum().backward()
+    assert model.decoder.output.weight.grad.abs().sum() > 0
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones_like(log_probs[:, 0]))
+
+
 def test_a_sentence_alone_and_inside_a_padded_batch_give_the_same_result() -> None:
     model = small_model(encoder_layers=2).eval()
     src, lengths = source_batch()
