@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from sacrebleu.metrics import BLEU
 
+from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.corpus import read_lines
 from seq2seq.decoding.search import SearchOptions
 from seq2seq.model.autocast import has_fast_bf16
@@ -67,6 +68,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as train.py and the seq2seq command run
     directory = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
     sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
     references = list(read_lines(directory / "test_2016_flickr.en.gz"))
@@ -91,6 +93,7 @@ def main() -> None:
         json.dumps(
             {
                 "threads": args.threads,
+                "keep_freed_memory": kept,
                 "sentences": len(sources),
                 "peak_rss_mib": round(peak, 1),
                 "results": results,

@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.datamodule import TranslationDataModule
@@ -157,6 +158,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as train.py and the seq2seq command run
     batches = training_batches(args.steps, args.max_tokens, args.data_dir, args.device)
     runs = {}
     for name in args.variants.split(","):
@@ -193,6 +195,7 @@ def main() -> None:
             {
                 "device": args.device,
                 "threads": args.threads,
+                "keep_freed_memory": kept,
                 "python": sys.version.split()[0],
                 "torch": torch.__version__,
                 "batches": len(batches),

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.corpus import make_directory, read_lines
 from seq2seq.errors import Seq2SeqError, one_line
 
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("options", nargs=argparse.REMAINDER, help="the command's options (--help)")
     try:
         arguments = parser.parse_args(argv)
+        keep_freed_memory()
         COMMANDS[arguments.command](arguments.options)
     except Seq2SeqError as error:
         print(f"seq2seq: error: {error}", file=sys.stderr)

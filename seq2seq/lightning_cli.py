@@ -33,6 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from seq2seq.allocator import keep_freed_memory
 from seq2seq.callbacks import CheckpointOnInterrupt, GradientHealth
 from seq2seq.checkpoint import SafeCheckpointIO, load_checkpoint
 from seq2seq.data.corpus import make_directory
@@ -119,6 +120,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI
 
 
 def main(args: list[str] | None = None) -> None:
+    keep_freed_memory()
     try:
         build_cli(args)
     except (Seq2SeqError, ArgumentError, MisconfigurationException) as error:
