@@ -27,5 +27,6 @@ bench: install
 	$(PYTHON) bench/prepare_data.py
 	$(PYTHON) bench/model_step.py
 	$(PYTHON) bench/train_throughput.py
+	$(PYTHON) bench/allocator.py
 	$(PYTHON) bench/gradient_health.py
 	$(PYTHON) bench/compiled_cell.py
