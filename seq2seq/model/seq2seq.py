@@ -146,7 +146,7 @@ class Seq2Seq(nn.Module):
         dtype = torch.promote_types(logits.dtype, torch.float32)
         if logits.dtype == dtype and not logits.requires_grad:
             # in place: a fresh (B, V) tensor every step costs its page faults (greedy search
-            # on test_2016 3% faster, docs/performance.md)
+            # measured 3% faster, within the measurement's resolution; docs/performance.md)
             log_probs = torch.log_softmax(logits, dim=-1, out=logits)
         else:
             log_probs = torch.log_softmax(logits, dim=-1, dtype=dtype)
