@@ -48,3 +48,21 @@ def test_opting_out_leaves_malloc_alone(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("SEQ2SEQ_KEEP_FREED_MEMORY", "0")
     monkeypatch.setattr(allocator, "_glibc", lambda: pytest.fail("malloc was touched"))
     assert allocator.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize("entry", ["seq2seq", "train.py"])
+def test_entry_points_keep_freed_memory(
+    entry: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from seq2seq import cli, lightning_cli
+
+    calls = []
+    module, argv = (
+        (cli, ["score", "--hypotheses", str(tmp_path / "missing"), "--reference", "x"])
+        if entry == "seq2seq"
+        else (lightning_cli, ["fit", "--config", str(tmp_path / "missing.yaml")])
+    )
+    monkeypatch.setattr(module, "keep_freed_memory", lambda: calls.append(True))
+    with pytest.raises(SystemExit):  # the missing file is refused after malloc is set
+        module.main(argv)
+    assert calls == [True]
