@@ -58,7 +58,8 @@ def training_batches(count: int, max_tokens: int, data_dir: str, device: str) ->
 
 def step_flops(config: Seq2SeqConfig, batch: Batch) -> float:
     """GEMM FLOPs of one training step as run (forward x 3): the recurrences over the padded
-    batch, the output layer over the real target positions only."""
+    batch, every encoder and decoder layer, the output layer over the real target positions
+    only. tests/test_bench.py checks it against torch's FLOP counter."""
     b, s = batch.src.shape
     t = batch.tgt_in.shape[1]
     e, h, d, a = (
@@ -73,10 +74,11 @@ def step_flops(config: Seq2SeqConfig, batch: Batch) -> float:
         inputs = e if layer == 0 else memory
         encoder += 2 * (2 * b * s * inputs * g * h + 2 * b * s * h * g * h)
     attention_keys = 2 * b * s * memory * a
-    bridge = 2 * b * memory * d
+    bridge = 2 * b * memory * d * config.decoder_layers
     decoder_step = (
-        2 * b * (e + memory) * g * d  # embedding and context into the gates
-        + 2 * b * d * g * d  # recurrent
+        2 * b * (e + memory) * g * d  # embedding and context into the first layer's gates
+        + 2 * b * d * g * d * (config.decoder_layers - 1)  # each higher layer's input
+        + 2 * b * d * g * d * config.decoder_layers  # recurrent
         + 2 * b * d * a  # query
         + 2 * b * s * a  # scores
         + 2 * b * s * memory  # context
