@@ -7,7 +7,8 @@ same weights, so the BLEU of the two is the cost of bf16 in search.
 the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/decode_speed.py \
-        --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--threads 2] [--precisions fp32]
+        --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--threads 2] [--precisions fp32] \
+        [--device cuda]
 """
 
 from __future__ import annotations
@@ -61,20 +62,22 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="runs per setting; the median counts"
     )
+    parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--precisions",
-        default="fp32,bf16" if has_fast_bf16(torch.device("cpu")) else "fp32",
-        help="comma-separated: fp32, bf16 (default: bf16 too where the CPU has fast bf16)",
+        help="comma-separated: fp32, bf16 (default: bf16 too where the device has fast bf16)",
     )
     args = parser.parse_args()
+    fast_bf16 = has_fast_bf16(torch.device(args.device))
+    precisions = args.precisions or ("fp32,bf16" if fast_bf16 else "fp32")
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()  # as train.py and the seq2seq command run
     directory = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
     sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
     references = list(read_lines(directory / "test_2016_flickr.en.gz"))
     translators = [
-        Translator.from_checkpoint(args.checkpoint, precision=precision)
-        for precision in args.precisions.split(",")
+        Translator.from_checkpoint(args.checkpoint, args.device, precision)
+        for precision in precisions.split(",")
     ]
     for translator in translators:  # warm-up: allocator, thread pools, projection table
         translator.translate(sources[:50], beam_size=1)
@@ -92,6 +95,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "device": args.device,
                 "threads": args.threads,
                 "keep_freed_memory": kept,
                 "sentences": len(sources),

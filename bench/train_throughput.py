@@ -13,7 +13,11 @@ Variants: `fused` (no layer norm, no dropout: the encoder runs torch's fused LST
 device has fast bf16 (CUDA, or a CPU with AVX-512 BF16 / AMX), bf16 autocast as Lightning's
 `bf16-mixed` runs it (no autocast weight cache). Prints JSON.
 
-    SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/train_throughput.py [--steps 10]
+The model is the architecture of the training configs named by --config (later files
+override earlier ones, as in train.py), the reference model by default.
+
+    SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/train_throughput.py [--steps 10] \
+        [--config configs/multi30k_de_en.yaml --config configs/large.yaml] [--device cuda]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 import time
 
 import torch
+import yaml
 
 from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.batch import Batch
@@ -40,8 +45,17 @@ from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 NO_DROPOUT = {"embedding_dropout": 0.0, "dropout": 0.0, "recurrent_dropout": 0.0}
 VARIANTS = {
     "fused": {"layer_norm": False, "fused_encoder": True, **NO_DROPOUT},
-    "ln_dropout": {"layer_norm": True},  # the reference config's defaults
+    "ln_dropout": {"layer_norm": True},  # the config as it trains: its dropout rates
 }
+
+
+def architecture(config_paths: list[str]) -> dict:
+    """model.architecture of training configs, later files overriding earlier ones."""
+    merged = {}
+    for path in config_paths:
+        with open(path) as file:
+            merged.update(yaml.safe_load(file).get("model", {}).get("architecture", {}))
+    return merged
 
 
 def training_batches(count: int, max_tokens: int, data_dir: str, device: str) -> list[Batch]:
@@ -154,6 +168,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=2400, help="batch budget (reference)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="training config(s) whose architecture to time (default: the reference model)",
+    )
     parser.add_argument("--data-dir", default="data")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}"
@@ -161,13 +180,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()  # as train.py and the seq2seq command run
+    sizes = architecture(args.config or ["configs/multi30k_de_en.yaml"])
     batches = training_batches(args.steps, args.max_tokens, args.data_dir, args.device)
     runs = {}
     for name in args.variants.split(","):
         options = VARIANTS[name]
         for precision in precisions(args.device):
             torch.manual_seed(0)
-            model = Seq2Seq(Seq2SeqConfig(share_embeddings=True, **options)).to(args.device)
+            model = Seq2Seq(Seq2SeqConfig(**{**sizes, **options})).to(args.device)
             optimizer = build_optimizer(model.parameters(), "adam", 1e-3, 0.0)
             for batch in batches[: args.warmup]:
                 train_step(model.train(), optimizer, batch, precision, args.device)
@@ -196,6 +216,7 @@ def main() -> None:
         json.dumps(
             {
                 "device": args.device,
+                "architecture": sizes,
                 "threads": args.threads,
                 "keep_freed_memory": kept,
                 "python": sys.version.split()[0],

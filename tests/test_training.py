@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from seq2seq import lightning_cli
 from seq2seq.data.batch import collate
@@ -213,6 +214,27 @@ def test_print_config_round_trips(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(tmp_path / "printed.yaml"), "--print_config"])
     assert exit_info.value.code == 0
+
+
+def test_large_config_overrides_only_the_sizes(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                "configs/multi30k_de_en.yaml",
+                "--config",
+                "configs/large.yaml",
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    architecture = printed["model"]["architecture"]
+    assert (architecture["decoder_layers"], architecture["decoder_hidden_size"]) == (2, 1024)
+    assert (architecture["encoder_layers"], architecture["encoder_hidden_size"]) == (2, 512)
+    assert architecture["layer_norm"] and architecture["dropout"] == 0.2  # the reference's
+    assert printed["trainer"]["default_root_dir"] == "runs/large"
 
 
 def test_misspelt_option_is_refused(capsys) -> None:
