@@ -6,7 +6,10 @@ steps run for every variant in alternating rounds (drift of the machine hits all
 each variant it reports target tokens/s (subwords + EOS, no padding), sentences/s, the median
 step time, the analytic FLOPs of a step (GEMMs as run: recurrences over the padded batch, the
 output layer over real target positions; backward = 2 x forward), the GEMM peak measured in
-this process (torch.matmul at the model's own shapes) and the ratio.
+this process (torch.matmul at the model's own shapes) and the ratio. A last, profiled pass over
+the batches tells how much of a step the GEMMs take and what utilization the GEMMs alone reach
+as dispatched (`mfu_gemms_alone`): the bound of any work on the rest of the step. Not for
+`fused`, whose encoder GEMMs run inside torch's fused LSTM op (oneDNN's RNN on the CPU).
 
 Variants: `fused` (no layer norm, no dropout: the encoder runs torch's fused LSTM kernel) and
 `ln_dropout` (the reference: layer norm and variational dropout), each in fp32 and, where the
@@ -32,6 +35,7 @@ import time
 
 import torch
 import yaml
+from torch.profiler import ProfilerActivity, profile
 
 from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.batch import Batch
@@ -43,6 +47,7 @@ from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 NO_DROPOUT = {"embedding_dropout": 0.0, "dropout": 0.0, "recurrent_dropout": 0.0}
+GEMM_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
 VARIANTS = {
     "fused": {"layer_norm": False, "fused_encoder": True, **NO_DROPOUT},
     "ln_dropout": {"layer_norm": True},  # the config as it trains: its dropout rates
@@ -149,6 +154,18 @@ def train_step(model, optimizer, batch: Batch, precision: str, device: str) -> f
     return time.perf_counter() - start
 
 
+def gemm_seconds(model, optimizer, batches: list[Batch], precision: str, device: str):
+    """(seconds inside GEMM ops, wall seconds) of a profiled pass of training steps. On the CPU a
+    GEMM op's self time includes what oneDNN spends building a primitive for a new bf16 shape."""
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as profiler:
+        wall = sum(train_step(model, optimizer, b, precision, device) for b in batches)
+    events = [event for event in profiler.key_averages() if event.key in GEMM_OPS]
+    gemm = sum(e.device_time_total if cuda else e.self_cpu_time_total for e in events) / 1e6
+    return gemm, wall
+
+
 def _synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -200,10 +217,17 @@ def main() -> None:
     tokens = statistics.mean(b.num_tgt_tokens for b in batches)
     sentences = statistics.mean(len(b) for b in batches)
     results = {}
-    for key, (_, _, precision, times) in runs.items():
+    for key, (model, optimizer, precision, times) in runs.items():
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         peak = gemm_peak(config, batches[0], args.device, dtype)
         step = statistics.median(times)
+        breakdown = {"gemm_time_share": None, "mfu_gemms_alone": None}
+        if not model.config.fused_encoder:
+            gemm, profiled = gemm_seconds(model, optimizer, batches, precision, args.device)
+            breakdown = {
+                "gemm_time_share": round(gemm / profiled, 3),
+                "mfu_gemms_alone": round(flops * len(batches) / gemm / peak, 3),
+            }
         results[key] = {
             "median_step_s": round(step, 4),
             "target_tokens_per_s": round(tokens / step),
@@ -211,6 +235,7 @@ def main() -> None:
             "model_gflop_per_s": round(flops / step / 1e9, 2),
             "gemm_peak_gflop_per_s": round(peak / 1e9, 1),
             "mfu": round(flops / step / peak, 3),
+            **breakdown,
         }
     print(
         json.dumps(

@@ -62,3 +62,13 @@ def test_step_flops_match_torch_flop_counter(layers: int) -> None:
     # the only GEMM the analytic count has and autograd skips: the gradient into the encoder's
     # all-zero initial state, one step of one recurrent product per layer
     assert counter.get_total_flops() == pytest.approx(analytic, rel=0.01)  # measured 0.995
+
+
+def test_gemm_seconds_finds_the_gemms_of_a_step() -> None:
+    bench = _bench_module("train_throughput")
+    config = Seq2SeqConfig(src_vocab_size=50, tgt_vocab_size=50, share_embeddings=True)
+    model = Seq2Seq(config).train()
+    optimizer = torch.optim.Adam(model.parameters())
+    batches = [_batch(config.tgt_vocab_size, np.random.default_rng(seed)) for seed in (1, 2)]
+    gemm, wall = bench.gemm_seconds(model, optimizer, batches, "fp32", "cpu")
+    assert 0 < gemm < wall
