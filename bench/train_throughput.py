@@ -212,6 +212,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for model, optimizer, precision, times in runs.values():
             times += [train_step(model, optimizer, b, precision, args.device) for b in batches]
+    training_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the profiler's
     config = next(iter(runs.values()))[0].config
     flops = statistics.mean(step_flops(config, b) for b in batches)
     tokens = statistics.mean(b.num_tgt_tokens for b in batches)
@@ -250,7 +251,7 @@ def main() -> None:
                 "mean_target_tokens_per_batch": round(tokens),
                 "mean_sentences_per_batch": round(sentences, 1),
                 "analytic_gflop_per_step": round(flops / 1e9, 2),
-                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "peak_rss_mib": round(training_rss / 1024),
                 "variants": results,
             },
             indent=2,
