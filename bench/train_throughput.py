@@ -217,10 +217,14 @@ def main() -> None:
     flops = statistics.mean(step_flops(config, b) for b in batches)
     tokens = statistics.mean(b.num_tgt_tokens for b in batches)
     sentences = statistics.mean(len(b) for b in batches)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {  # once per dtype: every variant of a precision divides by the same peak
+        precision: gemm_peak(config, batches[0], args.device, dtypes[precision])
+        for precision in precisions(args.device)
+    }
     results = {}
     for key, (model, optimizer, precision, times) in runs.items():
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        peak = gemm_peak(config, batches[0], args.device, dtype)
+        peak = peaks[precision]
         step = statistics.median(times)
         breakdown = {"gemm_time_share": None, "mfu_gemms_alone": None}
         if not model.config.fused_encoder:
