@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from seq2seq.model.cells import RecurrentCell
+from seq2seq.model.cells import LSTMCell
 
 SHAPES = {"encoder": (2, 124, 256), "decoder": (1, 124, 512)}  # directions, batch, hidden
 
@@ -35,7 +35,7 @@ def forward_backward(step, inputs: list[torch.Tensor]) -> None:
 
 
 def measure(name: str, shape: tuple[int, int, int], rounds: int, steps: int) -> dict:
-    cell = RecurrentCell("lstm", shape[2], shape[2], shape[0], layer_norm=True)
+    cell = LSTMCell(shape[2], shape[2], shape[0], layer_norm=True)
     inputs = step_inputs(*shape)
     compiled = torch.compile(cell.step, dynamic=True)
     start = time.perf_counter()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seq2seq.model.cells import CELL_TYPES
 from seq2seq.model.initialization import RecurrentInit, initialize_cell
 from seq2seq.model.recurrent import RecurrentLayer, reverse_within_lengths
 
@@ -45,6 +46,7 @@ class GradientNorms:
 
     @classmethod
     def of(cls, named_parameters: Iterable[tuple[str, nn.Parameter]]) -> GradientNorms:
+        """The norms of every parameter that has a gradient."""
         named = [(name, p.grad) for name, p in named_parameters if p.grad is not None]
         if not named:
             return cls((), torch.zeros(0), torch.zeros(()))
@@ -70,17 +72,22 @@ def nonfinite_gradient_elements(parameters: Iterable[nn.Parameter]) -> int:
 
 @contextmanager
 def recording_steps(layer: RecurrentLayer) -> Iterator[list[list[torch.Tensor]]]:
-    """Within the block, every forward of `layer` appends its T x (D, B, H) step states."""
+    """Within the block, every forward of `layer` is called with `keep_steps=True` and appends
+    its T x (D, B, H) step states; the hooks that do it are gone after the block."""
     recorded: list[list[torch.Tensor]] = []
-    handle = layer.register_forward_hook(
-        lambda module, inputs, output: recorded.append(output.steps)
+
+    def keep_steps(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, {**kwargs, "keep_steps": True}
+
+    handles = (
+        layer.register_forward_pre_hook(keep_steps, with_kwargs=True),
+        layer.register_forward_hook(lambda module, inputs, output: recorded.append(output.steps)),
     )
-    layer.keep_steps = True
     try:
         yield recorded
     finally:
-        layer.keep_steps = False
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def flow_through_time(
@@ -160,9 +167,10 @@ def cell_comparison(
     recurrent_init: RecurrentInit,
     seed: int = 0,
 ) -> list[FlowCurve]:
-    """Flow curves of freshly initialized rnn, gru and lstm layers, without and with layer norm."""
+    """Flow curves of a freshly initialized layer of every registered cell type (rnn, gru,
+    lstm), without and with layer norm."""
     curves = []
-    for cell_type in ("rnn", "gru", "lstm"):
+    for cell_type in CELL_TYPES:
         for layer_norm in (False, True):
             torch.manual_seed(seed)
             layer = RecurrentLayer(cell_type, input_size, hidden_size, False, layer_norm).double()

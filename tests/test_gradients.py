@@ -17,7 +17,7 @@ from seq2seq.gradients import (
 from seq2seq.model.initialization import initialize_cell
 from seq2seq.model.recurrent import RecurrentLayer
 from seq2seq.model.seq2seq import Seq2Seq
-from tests.conftest import TINY_ARCHITECTURE
+from tests.models import TINY_ARCHITECTURE
 
 LENGTH = 30
 SMALL_RECURRENT_SCALE = 0.5  # ||U|| = 0.5 and tanh' <= 1: each step at least halves dL/dh

@@ -17,6 +17,8 @@ from torch import nn
 
 
 class BahdanauAttention(nn.Module):
+    """Additive attention of decoder states over the encoder's memory."""
+
     def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
         super().__init__()
         self.key_projection = nn.Linear(memory_size, attention_size, bias=False)  # U

@@ -14,11 +14,16 @@ output tanh while the un-normalized cell is carried on:
 
 The input half of `gates` depends on no earlier step, so callers compute it for all time steps
 at once (`input_gates`) and the loop runs only `step`.
+
+Cell types are a registry: `RecurrentCell` holds the weights and the shared half of a step
+(recurrent GEMM, layer norms); each subclass adds its gate count and pointwise update, and
+`CELL_TYPES` maps the configuration's name to the class. A new cell type is one subclass plus
+one entry there.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,48 +31,41 @@ from torch import nn
 
 from seq2seq.model.autocast import cast_once
 
-CellType = Literal["lstm", "gru", "rnn"]
-GATES: dict[str, int] = {"lstm": 4, "gru": 3, "rnn": 1}
-
 
 class RecurrentCell(nn.Module):
     """Weights of D independent cells (D = 2: the two directions of a bidirectional layer).
 
-    Gate order along G*H is nn.LSTM's (i, f, g, o) and nn.GRU's (r, z, n), so that the fused
-    torch LSTM kernel can run on these very parameters.
+    Subclasses set `gates` (G) and implement `update`. Gate order along G*H is nn.LSTM's
+    (i, f, g, o) and nn.GRU's (r, z, n), so that the fused torch LSTM kernel can run on these
+    very parameters.
     """
 
+    gates: ClassVar[int]
+    has_cell_state: ClassVar[bool] = False  # carries c(t) beside h(t)
+    forget_gate: ClassVar[int | None] = None  # index of the gate whose bias starts at 1
+    fusable: ClassVar[bool] = False  # torch's fused LSTM kernel computes the same function
+
     def __init__(
-        self,
-        cell_type: CellType,
-        input_size: int,
-        hidden_size: int,
-        num_directions: int = 1,
-        layer_norm: bool = True,
+        self, input_size: int, hidden_size: int, num_directions: int = 1, layer_norm: bool = True
     ) -> None:
         super().__init__()
-        if cell_type not in GATES:
-            raise ValueError(f"cell_type must be one of {', '.join(GATES)}, not {cell_type!r}")
-        self.cell_type = cell_type
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_directions = num_directions
         self.layer_norm = layer_norm
-        gate_size = GATES[cell_type] * hidden_size
+        gate_size = self.gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(num_directions, gate_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(num_directions, gate_size, hidden_size))
         self.bias = nn.Parameter(torch.zeros(num_directions, gate_size))
         if layer_norm:
             self.input_norm_weight = nn.Parameter(torch.ones(num_directions, 1, gate_size))
             self.hidden_norm_weight = nn.Parameter(torch.ones(num_directions, 1, gate_size))
-            if cell_type == "lstm":
-                self.cell_norm_weight = nn.Parameter(torch.ones(num_directions, 1, hidden_size))
-                self.cell_norm_bias = nn.Parameter(torch.zeros(num_directions, 1, hidden_size))
         nn.init.xavier_uniform_(self.weight_ih)
         nn.init.xavier_uniform_(self.weight_hh)
 
     @property
     def gate_size(self) -> int:
+        """G*H: the width of the gate pre-activations."""
         return self.weight_ih.shape[1]
 
     def input_gates(self, projection: torch.Tensor) -> torch.Tensor:
@@ -111,18 +109,47 @@ class RecurrentCell(nn.Module):
         recurrent = torch.bmm(hidden_in, weight)  # (D, B, G*H)
         if self.layer_norm:
             recurrent = F.layer_norm(recurrent, (self.gate_size,)) * self.hidden_norm_weight
-        if self.cell_type == "lstm":
-            return self._lstm(input_gates, recurrent, cell)
-        if self.cell_type == "gru":
-            return self._gru(input_gates, recurrent, hidden), None
-        return torch.tanh(input_gates + recurrent), None
+        return self.update(input_gates, recurrent, hidden, cell)
 
-    def _lstm(
-        self, input_gates: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tensor | None
+    def update(
+        self,
+        input_gates: torch.Tensor,
+        recurrent: torch.Tensor,
+        hidden: torch.Tensor,
+        cell: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pointwise part of a step: both halves of the gates (D, B, G*H), the previous
+        hidden and cell state (D, B, H) -> new hidden and cell state (None without one)."""
+        raise NotImplementedError
+
+
+class LSTMCell(RecurrentCell):
+    """LSTM (Hochreiter & Schmidhuber, 1997) with a forget gate; with layer norm, the cell
+    state is normalized before its output tanh (Ba et al., 2016, eq. 22)."""
+
+    gates = 4
+    has_cell_state = True
+    forget_gate = 1  # gate order i, f, g, o
+    fusable = True
+
+    def __init__(
+        self, input_size: int, hidden_size: int, num_directions: int = 1, layer_norm: bool = True
+    ) -> None:
+        super().__init__(input_size, hidden_size, num_directions, layer_norm)
+        if layer_norm:
+            self.cell_norm_weight = nn.Parameter(torch.ones(num_directions, 1, hidden_size))
+            self.cell_norm_bias = nn.Parameter(torch.zeros(num_directions, 1, hidden_size))
+
+    def update(
+        self,
+        input_gates: torch.Tensor,
+        recurrent: torch.Tensor,
+        hidden: torch.Tensor,
+        cell: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """c(t) = f * c(t-1) + i * g, h(t) = o * tanh(LN(c(t)))."""
         # chunk, not slices: the backward of a slice zero-fills a full-size gradient, chunk's
-        # is one concatenation (an LSTM step's forward + backward: 3.3 -> 1.5 ms at D=2, B=124,
-        # H=256 on the 2-core CPU)
+        # is one concatenation
         input_gate, forget_gate, candidate, output_gate = (input_gates + recurrent).chunk(4, -1)
         new_cell = torch.addcmul(
             torch.sigmoid(input_gate) * torch.tanh(candidate), torch.sigmoid(forget_gate), cell
@@ -136,13 +163,57 @@ class RecurrentCell(nn.Module):
             )
         return torch.sigmoid(output_gate) * torch.tanh(shown), new_cell
 
-    def _gru(
-        self, input_gates: torch.Tensor, recurrent: torch.Tensor, hidden: torch.Tensor
-    ) -> torch.Tensor:
-        """nn.GRU's equations, with the candidate's recurrent bias folded into the one bias."""
+
+class GRUCell(RecurrentCell):
+    """GRU (Cho et al., 2014), nn.GRU's equations, with the candidate's recurrent bias folded
+    into the one bias."""
+
+    gates = 3
+
+    def update(
+        self,
+        input_gates: torch.Tensor,
+        recurrent: torch.Tensor,
+        hidden: torch.Tensor,
+        cell: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, None]:
+        """h(t) = (1 - z) * n + z * h(t-1), n = tanh(W_n x + r * U_n h(t-1))."""
         size = self.hidden_size
         input_reset_update, input_candidate = input_gates.split((2 * size, size), dim=-1)
         recurrent_reset_update, recurrent_candidate = recurrent.split((2 * size, size), dim=-1)
         reset, update = torch.sigmoid(input_reset_update + recurrent_reset_update).chunk(2, -1)
         candidate = torch.tanh(torch.addcmul(input_candidate, reset, recurrent_candidate))
-        return torch.lerp(candidate, hidden, update)  # (1 - z) * n + z * h
+        return torch.lerp(candidate, hidden, update), None
+
+
+class TanhCell(RecurrentCell):
+    """The plain (Elman) recurrent cell: h(t) = tanh(W x + U h(t-1) + b)."""
+
+    gates = 1
+
+    def update(
+        self,
+        input_gates: torch.Tensor,
+        recurrent: torch.Tensor,
+        hidden: torch.Tensor,
+        cell: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, None]:
+        """h(t) = tanh(both halves of the gate)."""
+        return torch.tanh(input_gates + recurrent), None
+
+
+CELL_TYPES: dict[str, type[RecurrentCell]] = {"rnn": TanhCell, "gru": GRUCell, "lstm": LSTMCell}
+CellType = Literal[tuple(CELL_TYPES)]  # the configuration's names, for argument parsing
+
+
+def make_cell(
+    cell_type: str,
+    input_size: int,
+    hidden_size: int,
+    num_directions: int = 1,
+    layer_norm: bool = True,
+) -> RecurrentCell:
+    """The registered cell class `cell_type` (a key of CELL_TYPES) with these sizes."""
+    if cell_type not in CELL_TYPES:
+        raise ValueError(f"cell_type must be one of {', '.join(CELL_TYPES)}, not {cell_type!r}")
+    return CELL_TYPES[cell_type](input_size, hidden_size, num_directions, layer_norm)

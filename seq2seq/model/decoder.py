@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from seq2seq.model.attention import BahdanauAttention, padding_bias
-from seq2seq.model.autocast import autocast_dtype, cast_once
-from seq2seq.model.cells import CellType, RecurrentCell
+from seq2seq.model.autocast import cast_once
+from seq2seq.model.cells import CellType, make_cell
 from seq2seq.model.dropout import sequence_mask, variational_dropout, word_dropout
 from seq2seq.model.encoder import EncoderOutput
 
@@ -29,6 +29,14 @@ class StepWeights(NamedTuple):
 
     input: list[torch.Tensor]  # Decoder._input_weights()
     recurrent: list[torch.Tensor]  # L x (1, H, G*H), RecurrentCell.recurrent_weight()
+
+
+class SearchWeights(NamedTuple):
+    """What every search step reads, built once from the current parameters by whoever owns
+    the search (`Decoder.search_weights`) and passed in with the initial state."""
+
+    embedding_projections: torch.Tensor  # (V, G*H) first layer's input projection of each word
+    step: StepWeights
 
 
 @dataclass
@@ -45,8 +53,7 @@ class DecoderState:
     memory: torch.Tensor  # (B, S, M)
     keys: torch.Tensor  # (B, S, A) projected once per sentence
     padding_bias: torch.Tensor  # (B, S) 0 at tokens, -inf at padding
-    embedding_projections: torch.Tensor | None = None  # (V, G*H) in search, see Decoder
-    step_weights: StepWeights | None = None  # in search: taken once, not at every step
+    search_weights: SearchWeights | None = None  # in search; else steps read the parameters
 
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> DecoderState:
         """Hypotheses `rows` (R',) - beam expansion, pruning, reordering - and, where sentences
@@ -74,6 +81,9 @@ class _StepMasks:
 
 
 class Decoder(nn.Module):
+    """Bahdanau attention over the encoder's memory, a stack of recurrent cells, a deep output
+    layer; `forward` teacher-forces a whole target, `step` advances search by one token."""
+
     def __init__(
         self,
         embedding: nn.Embedding,
@@ -101,34 +111,43 @@ class Decoder(nn.Module):
         self.attention = BahdanauAttention(hidden_size, memory_size, attention_size)
         input_sizes = [embedding_size + memory_size] + [hidden_size] * (num_layers - 1)
         self.cells = nn.ModuleList(
-            RecurrentCell(cell_type, size, hidden_size, 1, layer_norm) for size in input_sizes
+            make_cell(cell_type, size, hidden_size, 1, layer_norm) for size in input_sizes
         )
         self.bridge = nn.Linear(memory_size, num_layers * hidden_size)
         self.pre_output = nn.Linear(hidden_size + memory_size + embedding_size, embedding_size)
         self.output = nn.Linear(embedding_size, vocab_size)
         if tie_embeddings:
             self.output.weight = embedding.weight
-        self._projection_table = torch.empty(0)  # see _embedding_projections
-        self._projection_key: tuple = ()
 
-    def initial_state(self, encoded: EncoderOutput, search: bool = True) -> DecoderState:
-        """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero; for a
-        `search` in eval mode without gradients also the first layer's embedding projection of
-        every word and the step weights (teacher forcing, `search=False`, never reads them)."""
+    def initial_state(
+        self, encoded: EncoderOutput, search_weights: SearchWeights | None = None
+    ) -> DecoderState:
+        """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero. A search
+        passes the `search_weights` it built when it started; without them (teacher forcing,
+        gradient probes) every step computes from the parameters."""
         batch = encoded.memory.shape[0]
-        searching = search and not (self.training or torch.is_grad_enabled())
         bridged = torch.tanh(self.bridge(encoded.final_hidden))  # (B, L*H)
         hidden = tuple(bridged.view(batch, len(self.cells), -1).transpose(0, 1).unsqueeze(1))
-        is_lstm = self.cells[0].cell_type == "lstm"
+        cell = tuple(torch.zeros_like(h) for h in hidden) if self.cells[0].has_cell_state else ()
         return DecoderState(
             hidden=hidden,
-            cell=tuple(torch.zeros_like(h) for h in hidden) if is_lstm else (),
+            cell=cell,
             memory=cast_once(encoded.memory),  # read at every step: cast once (autocast.py)
             keys=self.attention.project_memory(encoded.memory),
             padding_bias=padding_bias(encoded.src_mask, encoded.memory.dtype),
-            embedding_projections=self._embedding_projections() if searching else None,
-            step_weights=self._step_weights() if searching else None,
+            search_weights=search_weights,
         )
+
+    @torch.no_grad()
+    def search_weights(self) -> SearchWeights:
+        """The step weights and the first layer's input projection of every target word,
+        (V, G*H): a row gather per step instead of a GEMM. Building the table costs V x E x G*H
+        multiply-adds, about what V one-row decoder steps spend on the projection, so a search
+        builds it once when it starts (under autocast: in autocast's dtype), and a model whose
+        weights change needs a new one."""
+        weights = self._step_weights()
+        scaled = self.embedding.weight * self.embedding_scale  # (V, E)
+        return SearchWeights(scaled @ weights.input[0].t(), weights)  # (V, G*H)
 
     def forward(
         self, state: DecoderState, tgt_in: torch.Tensor, positions: torch.Tensor | None = None
@@ -162,37 +181,16 @@ class Decoder(nn.Module):
         embedded = self._embed(tokens.unsqueeze(1))  # (B, 1, E)
         context, attention = self._attend(state)
         no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
-        weights = self._step_weights() if state.step_weights is None else state.step_weights
-        if state.embedding_projections is None:
+        if state.search_weights is None:
+            weights = self._step_weights()
             projection = embedded[:, 0] @ weights.input[0].t()  # (B, G*H)
         else:  # search: a row of the table instead of a GEMM
-            projection = state.embedding_projections.index_select(0, tokens)  # (B, G*H)
+            weights = state.search_weights.step
+            projection = state.search_weights.embedding_projections.index_select(0, tokens)
         state = self._advance(state, projection, context, weights, no_dropout)
         top = state.hidden[-1][0].unsqueeze(1)  # (B, 1, H)
         logits = self._logits(top, context.unsqueeze(1), embedded, self._output_mask(embedded))
         return logits.squeeze(1), state, attention
-
-    def _embedding_projections(self) -> torch.Tensor:
-        """(V, G*H): the first layer's input projection of every target word, for search.
-
-        Built (V x E x G*H multiply-adds: about as many as V decoder steps of one row would spend
-        on the projection) when a search starts and the weights differ from the last build's.
-        Their storage and version counter tell a move or an in-place change, but not an update
-        by a fused optimizer (torch's fused Adam leaves version counters alone), so the key also
-        holds each weight's sum: one pass over 3.5M values per search, not per step.
-        """
-        weights = (self.embedding.weight, self.cells[0].weight_ih)
-        fingerprints = tuple(
-            (weight.device, weight.data_ptr(), weight._version, weight.dtype, float(weight.sum()))
-            for weight in weights
-        )
-        key = (*fingerprints, autocast_dtype(weights[0].device.type))  # autocast: a bf16 table
-        if self._projection_key != key:
-            with torch.no_grad():
-                scaled = self.embedding.weight * self.embedding_scale  # (V, E)
-                self._projection_table = scaled @ self._input_weights()[0].t()
-            self._projection_key = key
-        return self._projection_table
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         vocab_size = self.embedding.num_embeddings

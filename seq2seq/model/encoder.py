@@ -16,6 +16,8 @@ from seq2seq.model.recurrent import RecurrentLayer
 
 
 class EncoderOutput(NamedTuple):
+    """What the encoder gives the decoder."""
+
     memory: torch.Tensor  # (B, S, 2H) top layer outputs, zero at padding
     src_mask: torch.Tensor  # (B, S) True at real tokens
     final_hidden: (
@@ -58,6 +60,7 @@ class Encoder(nn.Module):
 
     @property
     def output_size(self) -> int:
+        """M: the memory size, both directions' states side by side."""
         return 2 * self.layers[0].cell.hidden_size
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from seq2seq.model.cells import GATES, RecurrentCell
+from seq2seq.model.cells import RecurrentCell
 
 RecurrentInit = Literal["orthogonal", "xavier"]
 
@@ -51,9 +51,11 @@ def initialize(
 
 @torch.no_grad()
 def initialize_cell(cell: RecurrentCell, forget_bias: float, recurrent_init: RecurrentInit) -> None:
+    """Xavier input and orthogonal (or Xavier) recurrent blocks per gate, the forget-gate bias
+    (cells that have one) at `forget_bias`, every other bias zero."""
     size = cell.hidden_size
     for direction in range(cell.num_directions):
-        for gate in range(GATES[cell.cell_type]):
+        for gate in range(cell.gates):
             rows = slice(gate * size, (gate + 1) * size)
             nn.init.xavier_uniform_(cell.weight_ih[direction, rows])
             if recurrent_init == "orthogonal":
@@ -61,5 +63,5 @@ def initialize_cell(cell: RecurrentCell, forget_bias: float, recurrent_init: Rec
             else:
                 nn.init.xavier_uniform_(cell.weight_hh[direction, rows])
     cell.bias.zero_()
-    if cell.cell_type == "lstm":
-        cell.bias[:, size : 2 * size] = forget_bias  # gate order i, f, g, o
+    if cell.forget_gate is not None:
+        cell.bias[:, cell.forget_gate * size : (cell.forget_gate + 1) * size] = forget_bias

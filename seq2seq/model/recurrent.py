@@ -22,11 +22,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.model.cells import CellType, RecurrentCell
+from seq2seq.model.cells import CellType, make_cell
 from seq2seq.model.dropout import sequence_mask
 
 
 class LayerOutput(NamedTuple):
+    """What a recurrent layer returns."""
+
     outputs: torch.Tensor  # (B, T, D*H), zero at padded positions
     hidden: torch.Tensor  # (D, B, H) at each sequence's last real token
     cell: torch.Tensor | None  # (D, B, H), LSTM only
@@ -49,14 +51,14 @@ class RecurrentLayer(nn.Module):
     """One uni- or bidirectional recurrent layer with layer norm and variational recurrent dropout.
 
     Args:
-        cell_type: `lstm`, `gru` or `rnn` (tanh).
+        cell_type: a key of `CELL_TYPES` (cells.py): `lstm`, `gru` or `rnn` (tanh).
         input_size: features of each input step.
         hidden_size: features of the state, per direction.
         bidirectional: also read each sequence backwards and concatenate both outputs.
         layer_norm: layer-normalize the cell (Ba et al., 2016).
         recurrent_dropout: variational dropout rate on h(t-1), one mask per sequence.
         fused: use torch's fused LSTM kernel; default: whenever it computes the same function
-            (LSTM, no layer norm, no recurrent dropout).
+            (a `fusable` cell, no layer norm, no recurrent dropout).
     """
 
     def __init__(
@@ -70,25 +72,27 @@ class RecurrentLayer(nn.Module):
         fused: bool | None = None,
     ) -> None:
         super().__init__()
-        self.cell = RecurrentCell(
+        self.cell = make_cell(
             cell_type, input_size, hidden_size, 2 if bidirectional else 1, layer_norm
         )
         self.recurrent_dropout = recurrent_dropout
-        can_fuse = cell_type == "lstm" and not layer_norm and recurrent_dropout == 0.0
+        can_fuse = self.cell.fusable and not layer_norm and recurrent_dropout == 0.0
         if fused and not can_fuse:
             raise ValueError(
                 "the fused kernel needs an LSTM without layer norm or recurrent dropout"
             )
         self.fused = can_fuse if fused is None else fused
-        self.keep_steps = False  # gradient probes set it to reach dL/dh(t) at every step
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
-        """inputs (B, T, I), lengths (B,) with 1 <= length <= T."""
-        if self.fused and not self.keep_steps:  # the fused kernel has no per-step tensors
+    def forward(
+        self, inputs: torch.Tensor, lengths: torch.Tensor, keep_steps: bool = False
+    ) -> LayerOutput:
+        """inputs (B, T, I), lengths (B,) with 1 <= length <= T; `keep_steps` also returns every
+        step's state (for gradient probes: dL/dh(t) at each step)."""
+        if self.fused and not keep_steps:  # the fused kernel has no per-step tensors
             return self._fused(inputs, lengths)
-        return self._loop(inputs, lengths)
+        return self._loop(inputs, lengths, keep_steps)
 
-    def _loop(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
+    def _loop(self, inputs: torch.Tensor, lengths: torch.Tensor, keep_steps: bool) -> LayerOutput:
         cell_module = self.cell
         batch, steps, _ = inputs.shape
         directions, size = cell_module.num_directions, cell_module.hidden_size
@@ -97,9 +101,7 @@ class RecurrentLayer(nn.Module):
             backward_order = reverse_within_lengths(lengths, steps)  # (B, T)
             gates = torch.stack((gates[0], gather_time(gates[1], backward_order)))
         hidden = inputs.new_zeros(directions, batch, size)  # (D, B, H)
-        cell = (
-            inputs.new_zeros(directions, batch, size) if cell_module.cell_type == "lstm" else None
-        )
+        cell = inputs.new_zeros(directions, batch, size) if cell_module.has_cell_state else None
         mask = sequence_mask(
             (directions, batch, size), self.recurrent_dropout, inputs, self.training
         )
@@ -125,7 +127,7 @@ class RecurrentLayer(nn.Module):
         if directions == 2:
             stacked = torch.stack((stacked[0], gather_time(stacked[1], backward_order)))
         merged = stacked.permute(1, 2, 0, 3).reshape(batch, steps, -1)  # (B, T, D*H)
-        return LayerOutput(merged, hidden, cell, outputs if self.keep_steps else None)
+        return LayerOutput(merged, hidden, cell, outputs if keep_steps else None)
 
     def _fused(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
         cell_module = self.cell

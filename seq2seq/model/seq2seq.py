@@ -12,12 +12,14 @@ import torch
 from torch import nn
 
 from seq2seq.model.cells import CellType
-from seq2seq.model.decoder import Decoder, DecoderState
+from seq2seq.model.decoder import Decoder, DecoderState, SearchWeights
 from seq2seq.model.encoder import Encoder, EncoderOutput
 from seq2seq.model.initialization import RecurrentInit, initialize
 
 
 class StepOutput(NamedTuple):
+    """What a search step returns."""
+
     log_probs: torch.Tensor  # (B, V)
     state: DecoderState
     attention: torch.Tensor  # (B, S)
@@ -64,7 +66,7 @@ class Seq2SeqConfig:
     cell_type: CellType = "lstm"
     layer_norm: bool = True
     embedding_dropout: float = 0.1
-    dropout: float = 0.3
+    dropout: float = 0.2
     recurrent_dropout: float = 0.1
     tie_embeddings: bool = True
     share_embeddings: bool = False
@@ -124,8 +126,16 @@ class Seq2Seq(nn.Module):
         """src (B, S), src_lengths (B,) -> memory, mask and final states."""
         return self.encoder(src, src_lengths)
 
-    def initial_state(self, encoded: EncoderOutput) -> DecoderState:
-        return self.decoder.initial_state(encoded)
+    def search_weights(self) -> SearchWeights:
+        """What every search step reads, from the current parameters: build once per search
+        (under the search's autocast, if any) and pass to `initial_state`."""
+        return self.decoder.search_weights()
+
+    def initial_state(
+        self, encoded: EncoderOutput, search_weights: SearchWeights | None = None
+    ) -> DecoderState:
+        """The decoder state before the first target token (see Decoder.initial_state)."""
+        return self.decoder.initial_state(encoded, search_weights)
 
     def forward(
         self,
@@ -136,7 +146,7 @@ class Seq2Seq(nn.Module):
     ) -> torch.Tensor:
         """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V), or (N, V) at the N True
         target `positions` (B, T) only."""
-        state = self.decoder.initial_state(self.encode(src, src_lengths), search=False)
+        state = self.decoder.initial_state(self.encode(src, src_lengths))
         return self.decoder(state, tgt_in, positions)
 
     def step(self, state: DecoderState, tokens: torch.Tensor) -> StepOutput:

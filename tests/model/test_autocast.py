@@ -89,18 +89,23 @@ def test_bf16_autocast_step_matches_fp32(layer_norm: bool) -> None:
 
 
 def test_search_step_under_autocast_gives_fp32_log_probabilities_close_to_fp32() -> None:
+    """Search weights built under autocast are bf16 and the step's log-probabilities fp32 and
+    close to an fp32 search's; fp32 search weights built afterwards are exactly fp32's."""
     torch.manual_seed(0)
     model = Seq2Seq(Seq2SeqConfig(src_vocab_size=60, tgt_vocab_size=60)).eval()
     src, lengths = torch.randint(4, 60, (2, 6)), torch.tensor([6, 6])
     tokens = torch.tensor([5, 7])
+
+    def step(search_weights):
+        return model.step(model.initial_state(model.encode(src, lengths), search_weights), tokens)
+
     with torch.no_grad():
-        plain = model.step(model.initial_state(model.encode(src, lengths)), tokens)
+        plain = step(model.search_weights())
         with bf16_autocast():
-            state = model.initial_state(model.encode(src, lengths))
-            low = model.step(state, tokens)
-        again = model.step(model.initial_state(model.encode(src, lengths)), tokens)
-    assert state.embedding_projections.dtype == torch.bfloat16
+            low_weights = model.search_weights()
+            low = step(low_weights)
+        again = step(model.search_weights())
+    assert low_weights.embedding_projections.dtype == torch.bfloat16
     assert low.log_probs.dtype == torch.float32
     torch.testing.assert_close(low.log_probs, plain.log_probs, rtol=0.0, atol=0.05)
-    # the projection table built under autocast is not reused by an fp32 search
     torch.testing.assert_close(again.log_probs, plain.log_probs, rtol=0.0, atol=0.0)

@@ -3,14 +3,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from seq2seq.model.cells import GATES, RecurrentCell
-
-CELL_TYPES = ["lstm", "gru", "rnn"]
+from seq2seq.model import cells
+from seq2seq.model.cells import CELL_TYPES, LSTMCell, RecurrentCell
+from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 
 def make_cell(cell_type: str, layer_norm: bool, directions: int = 1) -> RecurrentCell:
     torch.manual_seed(0)
-    cell = RecurrentCell(
+    cell = cells.make_cell(
         cell_type, input_size=5, hidden_size=4, num_directions=directions, layer_norm=layer_norm
     ).double()
     with torch.no_grad():  # move every parameter off its initial value, so gradcheck sees them all
@@ -106,7 +106,7 @@ def test_shapes_and_project_input() -> None:
     cell = make_cell("lstm", layer_norm=True, directions=2)
     inputs = torch.randn(3, 6, 5, dtype=torch.double)  # (B, T, I)
     gates = cell.project_input(inputs)
-    assert gates.shape == (2, 3, 6, GATES["lstm"] * 4)
+    assert gates.shape == (2, 3, 6, LSTMCell.gates * 4)
     step_by_step = cell.input_gates(
         torch.bmm(inputs[:, 2].expand(2, -1, -1), cell.weight_ih.transpose(1, 2))
     )
@@ -114,5 +114,34 @@ def test_shapes_and_project_input() -> None:
 
 
 def test_unknown_cell_type() -> None:
-    with pytest.raises(ValueError, match="cell_type must be one of lstm, gru, rnn"):
-        RecurrentCell("transformer", 3, 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cell_type must be one of rnn, gru, lstm"):
+        cells.make_cell("transformer", 3, 3)
+
+
+class MinimalGatedCell(RecurrentCell):
+    """A cell type the toolkit does not have: h(t) = (1 - f) * h(t-1) + f * tanh(candidate)."""
+
+    gates = 2
+
+    def update(self, input_gates, recurrent, hidden, cell):
+        forget, candidate = (input_gates + recurrent).chunk(2, -1)
+        return torch.lerp(hidden, torch.tanh(candidate), torch.sigmoid(forget)), None
+
+
+def test_a_new_cell_type_is_one_class_and_one_registry_entry(monkeypatch) -> None:
+    """Registered, the new cell runs everywhere a cell runs: encoder loop, decoder, search."""
+    monkeypatch.setitem(CELL_TYPES, "mgu", MinimalGatedCell)
+    torch.manual_seed(0)
+    config = Seq2SeqConfig(20, 20, 8, 8, decoder_hidden_size=8, attention_size=8, cell_type="mgu")
+    model = Seq2Seq(config).eval()
+    assert isinstance(model.decoder.cells[0], MinimalGatedCell)
+    src, lengths = torch.randint(4, 20, (2, 5)), torch.tensor([5, 3])
+    tgt_in = torch.randint(4, 20, (2, 4))
+    with torch.no_grad():
+        forced = torch.log_softmax(model(src, lengths, tgt_in), -1)
+        state = model.initial_state(model.encode(src, lengths), model.search_weights())
+        steps = []
+        for position in range(4):
+            log_probs, state, _ = model.step(state, tgt_in[:, position])
+            steps.append(log_probs)
+    torch.testing.assert_close(torch.stack(steps, 1), forced)

@@ -1,25 +1,15 @@
 import pytest
 import torch
 
-from seq2seq.model.cells import GATES
+from seq2seq.model.cells import CELL_TYPES
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
-
-SMALL = dict(embedding_size=16, encoder_hidden_size=12, decoder_hidden_size=20, attention_size=10)
-
-
-def small_model(**overrides) -> Seq2Seq:
-    torch.manual_seed(0)
-    return Seq2Seq(
-        Seq2SeqConfig(src_vocab_size=50, tgt_vocab_size=60, **{**SMALL, **overrides})
-    ).double()
+from tests import models
+from tests.models import SMALL_SIZES as SMALL
+from tests.models import small_model
 
 
 def source_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    torch.manual_seed(2)
-    lengths = torch.tensor([7, 3, 5])
-    src = torch.randint(4, 50, (3, 7))
-    src[torch.arange(7) >= lengths.unsqueeze(1)] = 0
-    return src, lengths
+    return models.source_batch([7, 3, 5])
 
 
 @pytest.mark.parametrize("cell_type", ["lstm", "gru", "rnn"])
@@ -103,44 +93,34 @@ def test_state_reorder_selects_and_repeats_rows() -> None:
     assert expanded_state.memory.shape[0] == 3 and expanded_state.hidden[0].shape[1] == 6
 
 
-def test_search_step_reads_a_projection_table_that_follows_the_weights() -> None:
-    """In search (eval, no grad) the step gathers the embedding projection from a table; it
-    must equal the GEMM path, also after an optimizer step (fused Adam leaves the weights'
-    version counters alone), a change through `.data`, an in-place change, or a move."""
+def test_search_weights_give_the_step_of_the_current_parameters() -> None:
+    """Search steps read a table of embedding projections built from the parameters when the
+    search starts (`search_weights()`), passed in explicitly: the same log-probabilities as
+    steps that compute from the parameters, in any grad mode; after an update (a fused optimizer
+    leaves version counters alone) the old table is not consulted unless passed in."""
     model = small_model().eval()
     src, lengths = source_batch()
     tokens = torch.tensor([5, 6, 7, 5, 9, 8])
     beams = torch.arange(3).repeat_interleave(2)  # two hypotheses per sentence
 
-    def search_and_gemm_steps() -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            state = model.initial_state(model.encode(src, lengths))
-            assert state.embedding_projections is not None
-            _, state, _ = model.step(state, tokens[:3])
-            searched = model.step(state.reorder(beams), tokens).log_probs
-        with torch.enable_grad():
-            state = model.initial_state(model.encode(src, lengths))
-            assert state.embedding_projections is None
-            _, state, _ = model.step(state, tokens[:3])
-            gemm = model.step(state.reorder(beams), tokens).log_probs
-        return searched, gemm.detach()
+    def two_steps(search_weights) -> torch.Tensor:
+        state = model.initial_state(model.encode(src, lengths), search_weights)
+        _, state, _ = model.step(state, tokens[:3])
+        return model.step(state.reorder(beams), tokens).log_probs.detach()
 
-    torch.testing.assert_close(*search_and_gemm_steps())
+    with torch.no_grad():
+        table = model.search_weights()
+        torch.testing.assert_close(two_steps(table), two_steps(None))
+    torch.testing.assert_close(two_steps(table), two_steps(None))  # grad mode on: the same
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
     model.train()
     model(src, lengths, tokens[:3].unsqueeze(1)).sum().backward()
     optimizer.step()
     model.eval()
-    torch.testing.assert_close(*search_and_gemm_steps())
-    model.decoder.embedding.weight.data[5:8] += 0.5  # no version change
-    torch.testing.assert_close(*search_and_gemm_steps())
     with torch.no_grad():
-        model.decoder.cells[0].weight_ih.mul_(1.5)
-    torch.testing.assert_close(*search_and_gemm_steps())
-    model.float()  # new storage
-    searched, gemm = search_and_gemm_steps()
-    torch.testing.assert_close(searched, gemm)
-    assert searched.dtype == torch.float32
+        fresh = model.search_weights()
+        torch.testing.assert_close(two_steps(fresh), two_steps(None))
+        assert not torch.allclose(two_steps(table), two_steps(None))  # a stale table shows
 
 
 def expected_parameters(
@@ -157,7 +137,7 @@ def expected_parameters(
     tie: bool,
     share: bool,
 ) -> int:
-    gates = GATES[cell_type]
+    gates = CELL_TYPES[cell_type].gates
 
     def cell(inputs: int, hidden: int, directions: int) -> int:
         weights = gates * hidden * (inputs + hidden + 1)
