@@ -13,32 +13,43 @@ sentences leave the batch. Shapes: B sentences, K beam size, V vocabulary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from seq2seq.decoding.greedy import StepFunction
+from seq2seq.decoding.greedy import greedy_strategy
+from seq2seq.decoding.step_api import Hypothesis, LengthPenalty, StepFunction, length_penalty
 
-LengthPenalty = Literal["gnmt", "average", "none"]
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    tokens: list[int]  # without BOS and EOS
-    score: float  # normalized by the length penalty; what hypotheses are ranked by
-    log_prob: float  # sum of token log-probabilities, EOS included
-    attention: torch.Tensor | None = None  # (len(tokens) + 1, S) weights behind each token
+if TYPE_CHECKING:
+    from seq2seq.decoding.search import SearchOptions
 
 
-def length_penalty(lengths: torch.Tensor, kind: LengthPenalty, alpha: float) -> torch.Tensor:
-    """Divisor of a hypothesis's log-probability: GNMT's ((5 + |Y|) / 6)^alpha (Wu et al., 2016),
-    the length itself ('average'), or 1."""
-    lengths = lengths.float()
-    if kind == "gnmt":
-        return ((5.0 + lengths) / 6.0) ** alpha
-    if kind == "average":
-        return lengths
-    return torch.ones_like(lengths)
+def beam_strategy(
+    step: StepFunction,
+    state: Any,
+    max_lengths: torch.Tensor,
+    options: SearchOptions,
+    bos_id: int,
+    eos_id: int,
+    keep_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """The search strategy `beam`. A beam of one is greedy search, which the greedy module runs
+    without the beam bookkeeping (the same hypotheses, tested)."""
+    if options.beam_size == 1:
+        return greedy_strategy(step, state, max_lengths, options, bos_id, eos_id, keep_attention)
+    return beam_search(
+        step,
+        state,
+        max_lengths,
+        bos_id,
+        eos_id,
+        options.beam_size,
+        options.nbest,
+        options.length_penalty,
+        options.alpha,
+        options.min_length,
+        keep_attention,
+    )
 
 
 def top_candidates(
@@ -82,6 +93,47 @@ class _Search:
     kept: torch.Tensor  # (B', K) best K finished normalized scores, -inf while fewer
     attention: torch.Tensor | None  # (B', K, t, S) attention so far, when kept
 
+    @classmethod
+    def start(cls, max_lengths: torch.Tensor, beam_size: int) -> _Search:
+        """Every sentence with K beams of which only the first may extend (they start equal)."""
+        batch, device = max_lengths.shape[0], max_lengths.device
+        scores = torch.full((batch, beam_size), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        return cls(
+            torch.arange(batch, device=device),
+            scores,
+            torch.empty(batch, beam_size, 0, dtype=torch.long, device=device),
+            max_lengths,
+            torch.full((batch, beam_size), float("-inf"), device=device),
+            None,
+        )
+
+    def keep_ended(
+        self, values: torch.Tensor, is_eos: torch.Tensor, divisor: float
+    ) -> torch.Tensor:
+        """(B', K) which of the K best candidates (values, is_eos: (B', 2K)) end a hypothesis;
+        their normalized scores join the K best kept so far."""
+        beam_size = self.scores.shape[1]
+        ended = is_eos[:, :beam_size] & torch.isfinite(values[:, :beam_size])  # (B', K)
+        normalized = (values[:, :beam_size] / divisor).masked_fill(~ended, float("-inf"))
+        self.kept = torch.cat((self.kept, normalized), 1).topk(beam_size, dim=-1).values
+        return ended
+
+    def extend(
+        self,
+        scores: torch.Tensor,
+        beam_rows: torch.Tensor,
+        tokens: torch.Tensor,
+        step_attention: torch.Tensor | None,
+    ) -> None:
+        """The open beams continue: from beams `beam_rows` (B', K) with `tokens` (B', K),
+        scoring `scores` (B', K); `step_attention` (B', K', S) when attention is kept."""
+        self.scores = scores
+        history = self.history.gather(1, beam_rows.unsqueeze(-1).expand_as(self.history))
+        self.history = torch.cat((history, tokens.unsqueeze(-1)), dim=-1)
+        if step_attention is not None:
+            self.attention = _extend_attention(self.attention, step_attention, beam_rows)
+
     def select(self, rows: torch.Tensor) -> _Search:
         """The remaining sentences `rows` (B'',); done ones leave."""
         attention = None if self.attention is None else self.attention[rows]
@@ -118,66 +170,66 @@ def beam_search(
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest must be between 1 and the beam size {beam_size}, not {nbest}")
-    batch, device = max_lengths.shape[0], max_lengths.device
-    scores = torch.full((batch, beam_size), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: only one may extend at first
-    search = _Search(
-        torch.arange(batch, device=device),
-        scores,
-        torch.empty(batch, beam_size, 0, dtype=torch.long, device=device),
-        max_lengths,
-        torch.full((batch, beam_size), float("-inf"), device=device),
-        None,
-    )
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
+    search = _Search.start(max_lengths, beam_size)
+    finished: list[list[Hypothesis]] = [[] for _ in range(max_lengths.shape[0])]
+    tokens = torch.full_like(search.sentence, bos_id)  # (B,)
     position = 0
     while search.sentence.numel() > 0:
         log_probs, state, weights = step(state, tokens)  # (B'*K', V), _, (B'*K', S)
-        # the K beams start identical: the first step runs one row per sentence (K' = 1),
-        # afterwards K' = K
-        scores = search.scores[:, :1] if position == 0 else search.scores  # (B', K')
-        log_probs = log_probs.view(*scores.shape, -1)  # (B', K', V)
-        if position < min_length:
-            log_probs[..., eos_id] = float("-inf")
-        candidates = top_candidates(scores, log_probs, 2 * beam_size)
-        last = (position + 1 >= search.max_lengths).view(-1, 1)  # (B', 1) only EOS may come
-        values, origin, token = (
-            torch.where(last, forced, free)
-            for forced, free in zip(
-                _only_eos(scores, log_probs, eos_id, 2 * beam_size), candidates, strict=True
-            )
-        )
-        ended = (token[:, :beam_size] == eos_id) & torch.isfinite(values[:, :beam_size])  # (B', K)
+        beams = 1 if position == 0 else beam_size  # K': the K beams start identical
+        values, origin, token = _candidates(search, log_probs, beams, position, eos_id, min_length)
         divisor = float(length_penalty(torch.tensor(position + 1), penalty, alpha))
-        normalized = (values[:, :beam_size] / divisor).masked_fill(~ended, float("-inf"))
-        search.kept = torch.cat((search.kept, normalized), 1).topk(beam_size, dim=-1).values
+        ended = search.keep_ended(values, token == eos_id, divisor)  # (B', K)
         keep = continuing(token == eos_id, beam_size)  # (B', K)
-        beam_rows = origin.gather(1, keep)  # (B', K)
-        step_attention = weights.view(*scores.shape, -1) if keep_attention else None
+        step_attention = weights.view(-1, beams, weights.shape[-1]) if keep_attention else None
         position += 1
         open_scores = values.gather(1, keep)  # (B', K)
         done = _done(search, open_scores, position, penalty, alpha)  # (B',)
         any_ended, any_done = torch.stack((ended.any(), done.any())).tolist()  # the one sync
         if any_ended:
             _finalize(finished, search, values, origin, ended, divisor, step_attention)
-        search.scores = open_scores
-        history = search.history.gather(1, beam_rows.unsqueeze(-1).expand_as(search.history))
+        beam_rows = origin.gather(1, keep)  # (B', K)
         tokens = token.gather(1, keep)  # (B', K)
-        search.history = torch.cat((history, tokens.unsqueeze(-1)), dim=-1)
-        if step_attention is not None:
-            search.attention = _extend_attention(search.attention, step_attention, beam_rows)
-        rows = _flat_rows(beam_rows, scores.shape[1])  # (B'*K,)
+        search.extend(open_scores, beam_rows, tokens, step_attention)
+        rows = _flat_rows(beam_rows, beams)  # (B'*K,)
         if any_done:  # done sentences leave the batch
-            open_sentences = (~done).nonzero().squeeze(1)  # (B'',)
-            search = search.select(open_sentences)
-            rows = rows.view(-1, beam_size)[open_sentences].flatten()
-            state = state.reorder(rows, open_sentences)
-            tokens = tokens[open_sentences]
+            search, state, tokens = _leave(search, state, tokens, rows, done)
         else:
-            state = state.reorder(rows)
-        tokens = tokens.flatten()
+            state, tokens = state.reorder(rows), tokens.flatten()
     return [sorted(hypotheses, key=lambda h: -h.score)[:nbest] for hypotheses in finished]
+
+
+def _leave(
+    search: _Search, state: Any, tokens: torch.Tensor, rows: torch.Tensor, done: torch.Tensor
+) -> tuple[_Search, Any, torch.Tensor]:
+    """Search, decoder state and next tokens (B''*K,) of the sentences not `done` (B',), the
+    state's hypothesis rows taken from `rows` (B'*K,)."""
+    open_sentences = (~done).nonzero().squeeze(1)  # (B'',)
+    beam_size = tokens.shape[1]
+    state = state.reorder(rows.view(-1, beam_size)[open_sentences].flatten(), open_sentences)
+    return search.select(open_sentences), state, tokens[open_sentences].flatten()
+
+
+def _candidates(
+    search: _Search,
+    log_probs: torch.Tensor,
+    beams: int,
+    position: int,
+    eos_id: int,
+    min_length: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 2K best extensions (B', 2K) of the first `beams` (K') open beams by their step's
+    log_probs (B'*K', V): values, origin beam, token. EOS is not allowed before `min_length`
+    and is the only choice at a sentence's last position."""
+    count = 2 * search.scores.shape[1]
+    scores = search.scores[:, :beams]  # (B', K')
+    log_probs = log_probs.view(*scores.shape, -1)  # (B', K', V)
+    if position < min_length:
+        log_probs[..., eos_id] = float("-inf")
+    last = (position + 1 >= search.max_lengths).view(-1, 1)  # (B', 1) only EOS may come
+    free = top_candidates(scores, log_probs, count)
+    forced = _only_eos(scores, log_probs, eos_id, count)
+    return tuple(torch.where(last, f, c) for f, c in zip(forced, free, strict=True))
 
 
 def _extend_attention(

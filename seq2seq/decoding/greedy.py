@@ -1,28 +1,51 @@
 """Greedy search: the most probable token at every step, for a whole batch at once.
 
 It knows nothing of the model: it drives any `step(state, tokens) -> (log_probs, state,
-attention)`. Shapes: B batch, L output length, V vocabulary.
+attention)` (step_api.py). Shapes: B batch, L output length, V vocabulary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-StepFunction = Callable[[Any, torch.Tensor], tuple[torch.Tensor, Any, torch.Tensor]]
+from seq2seq.decoding.step_api import Hypothesis, StepFunction, length_penalty
+
+if TYPE_CHECKING:
+    from seq2seq.decoding.search import SearchOptions
 
 
 class Hypotheses(NamedTuple):
+    """Greedy search's result for a batch."""
+
     tokens: list[list[int]]  # per sentence, without BOS or EOS
     scores: torch.Tensor  # (B,) sum of the chosen tokens' log-probabilities, EOS included
     attention: torch.Tensor | None  # (B, L, S) weights behind each output token, if kept
 
 
-def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
-    """(B,) longest output allowed for each source: ratio x source length + offset."""
-    return (src_lengths.float() * ratio).long() + offset
+def greedy_strategy(
+    step: StepFunction,
+    state: Any,
+    max_lengths: torch.Tensor,
+    options: SearchOptions,
+    bos_id: int,
+    eos_id: int,
+    keep_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """The search strategy `greedy`: one hypothesis per sentence, scored like beam search's
+    (log-probability over the options' length penalty)."""
+    result = greedy_search(
+        step, state, max_lengths, bos_id, eos_id, keep_attention, options.min_length
+    )
+    lengths = torch.tensor([len(tokens) + 1 for tokens in result.tokens])  # EOS included
+    divisors = length_penalty(lengths, options.length_penalty, options.alpha).tolist()
+    hypotheses = []
+    log_probs = result.scores.tolist()
+    for row, (tokens, log_prob) in enumerate(zip(result.tokens, log_probs, strict=True)):
+        attention = None if result.attention is None else result.attention[row, : len(tokens) + 1]
+        hypotheses.append([Hypothesis(tokens, log_prob / divisors[row], log_prob, attention)])
+    return hypotheses
 
 
 def greedy_search(
@@ -32,8 +55,10 @@ def greedy_search(
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
+    min_length: int = 0,
 ) -> Hypotheses:
-    """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced.
+    """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced,
+    and before `min_length` tokens it is not allowed.
 
     Finished sentences leave the batch (`state.reorder(rows, rows)`), so every step computes
     only open sentences: on Multi30k test batches a third of the rows would otherwise be
@@ -49,6 +74,8 @@ def greedy_search(
     tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
     for position in range(longest):
         log_probs, state, weights = step(state, tokens)  # (B', V), _, (B', S)
+        if position < min_length:
+            log_probs[:, eos_id] = float("-inf")
         if keep_attention:
             if attention is None:
                 attention = weights.new_zeros(batch, longest, weights.shape[-1])

@@ -1,24 +1,39 @@
-"""One entry point for translating a batch of source ids: greedy when the beam is 1, else beam.
+"""How to search (`SearchOptions`), the registry of search strategies, and `search` itself.
+
+A strategy is a function `(step, state, max_lengths, options, bos_id, eos_id, keep_attention)
+-> hypotheses per sentence, best first` over the model's step API (step_api.py).
+`SearchOptions.strategy` names its entry in `STRATEGIES`; a new strategy is one module with
+such a function plus one entry there (and, if it needs options of its own, fields here).
 
 Shapes: B batch, S source length.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
-from seq2seq.decoding.beam_search import Hypothesis, LengthPenalty, beam_search
-from seq2seq.decoding.greedy import StepFunction, greedy_search, max_output_lengths
+from seq2seq.decoding.beam_search import beam_strategy
+from seq2seq.decoding.greedy import greedy_strategy
+from seq2seq.decoding.step_api import Hypothesis, LengthPenalty, StepFunction, max_output_lengths
+from seq2seq.errors import Seq2SeqError
+
+Strategy = Callable[..., list[list[Hypothesis]]]
+STRATEGIES: dict[str, Strategy] = {"beam": beam_strategy, "greedy": greedy_strategy}
+StrategyName = Literal[tuple(STRATEGIES)]  # the registry's names, for argument parsing
 
 
 class Searchable(Protocol):
     """What search needs of a model: encode once, a start state, and the step API."""
 
-    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor): ...
-    def initial_state(self, encoded): ...
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Any:
+        """Encode the (B, S) sources once."""
+
+    def initial_state(self, encoded: Any, search_weights: Any = None) -> Any:
+        """The state before the first target token."""
 
     step: StepFunction
 
@@ -28,15 +43,18 @@ class SearchOptions:
     """How to search.
 
     Args:
-        beam_size: hypotheses kept per sentence; 1 is greedy search.
+        strategy: `beam` (a beam of 1 is greedy search) or `greedy`.
+        beam_size: hypotheses kept per sentence in beam search.
         nbest: hypotheses returned per sentence (at most beam_size).
-        length_penalty: `gnmt` ((5 + |Y|) / 6)^alpha, `average` (|Y|) or `none`.
+        length_penalty: what scores divide the log-probability by: `gnmt` ((5 + |Y|) / 6)^alpha,
+            `average` (|Y|) or `none`.
         alpha: exponent of the GNMT length penalty.
         max_output_ratio: longest output as a multiple of the source length...
         max_output_offset: ...plus this many tokens (EOS included).
-        min_length: tokens before EOS is allowed (beam search).
+        min_length: tokens before EOS is allowed.
     """
 
+    strategy: StrategyName = "beam"
     beam_size: int = 5
     nbest: int = 1
     length_penalty: LengthPenalty = "gnmt"
@@ -44,6 +62,25 @@ class SearchOptions:
     max_output_ratio: float = 1.5
     max_output_offset: int = 10
     min_length: int = 0
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise Seq2SeqError(f"search options: {problem}")
+
+    def _problem(self) -> str | None:
+        if self.strategy not in STRATEGIES:
+            return f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}"
+        if self.beam_size < 1:
+            return f"beam_size must be at least 1, not {self.beam_size}"
+        most = self.beam_size if self.strategy == "beam" else 1
+        if not 1 <= self.nbest <= most:
+            return f"nbest must be between 1 and {most} ({self.strategy}), not {self.nbest}"
+        if self.max_output_ratio < 0 or self.max_output_offset < 1:
+            return "outputs need room: max_output_ratio >= 0 and max_output_offset >= 1"
+        if self.min_length < 0:
+            return f"min_length must not be negative, not {self.min_length}"
+        return None
 
 
 @torch.no_grad()
@@ -54,34 +91,14 @@ def search(
     options: SearchOptions,
     bos_id: int,
     eos_id: int,
+    search_weights: Any = None,
     keep_attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """The best hypotheses of every sentence in (B, S) source ids, best first (with attention
-    weights, (output length + 1, S), when `keep_attention`)."""
-    state = model.initial_state(model.encode(src, src_lengths))
+    weights, (output length + 1, S), when `keep_attention`). `search_weights`: the model's
+    `search_weights()`, built by the caller once for many searches."""
+    state = model.initial_state(model.encode(src, src_lengths), search_weights)
     limits = max_output_lengths(src_lengths, options.max_output_ratio, options.max_output_offset)
     limits = limits.to(src.device)
-    if options.beam_size == 1 and options.nbest == 1:  # the fast path
-        result = greedy_search(model.step, state, limits, bos_id, eos_id, keep_attention)
-        hypotheses = []
-        for row, (tokens, score) in enumerate(
-            zip(result.tokens, result.scores.tolist(), strict=True)
-        ):
-            attention = (
-                None if result.attention is None else result.attention[row, : len(tokens) + 1]
-            )
-            hypotheses.append([Hypothesis(tokens, score, score, attention)])
-        return hypotheses
-    return beam_search(
-        model.step,
-        state,
-        limits,
-        bos_id,
-        eos_id,
-        options.beam_size,
-        options.nbest,
-        options.length_penalty,
-        options.alpha,
-        options.min_length,
-        keep_attention,
-    )
+    strategy = STRATEGIES[options.strategy]
+    return strategy(model.step, state, limits, options, bos_id, eos_id, keep_attention)

@@ -3,37 +3,12 @@ import math
 import pytest
 import torch
 
-from seq2seq.decoding.beam_search import beam_search, continuing, length_penalty, top_candidates
-from seq2seq.decoding.greedy import greedy_search, max_output_lengths
-from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
-
-BOS, EOS, A, B, C = 2, 3, 4, 5, 6
-VOCAB = 7
-
-
-class PrefixState:
-    """Decoding state of a hand-built 'model': the tokens produced so far, reorderable."""
-
-    def __init__(self, prefix: torch.Tensor) -> None:
-        self.prefix = prefix  # (N, t)
-
-    def reorder(self, index: torch.Tensor, sentences: torch.Tensor | None = None) -> "PrefixState":
-        return PrefixState(self.prefix[index])
-
-
-def table_step(table: dict[tuple[int, ...], dict[int, float]]):
-    """A step function whose next-token probabilities depend only on the prefix."""
-
-    def step(state: PrefixState, tokens: torch.Tensor):
-        prefix = torch.cat((state.prefix, tokens.unsqueeze(1)), dim=1)
-        log_probs = torch.full((prefix.shape[0], VOCAB), -1e9)
-        for row, history in enumerate(prefix.tolist()):
-            for token, probability in table.get(tuple(history[1:]), {EOS: 1.0}).items():
-                log_probs[row, token] = math.log(probability)
-        return log_probs, PrefixState(prefix), torch.zeros(prefix.shape[0], 1)
-
-    return step
-
+from seq2seq.decoding.beam_search import beam_search, beam_strategy, continuing, top_candidates
+from seq2seq.decoding.greedy import greedy_search, greedy_strategy
+from seq2seq.decoding.search import SearchOptions
+from seq2seq.decoding.step_api import length_penalty, max_output_lengths
+from tests.decoding.fakes import BOS, EOS, A, B, C, by_prefix, fake_step, start
+from tests.models import source_batch, tiny_model
 
 # Greedy takes A (0.6) and ends with p = 0.6 * 0.4 = 0.24; the best sequence is B EOS (0.4 * 0.9).
 TABLE = {
@@ -46,8 +21,8 @@ TABLE = {
 }
 
 
-def start(count: int = 1) -> PrefixState:
-    return PrefixState(torch.empty(count, 0, dtype=torch.long))
+def table_step(table: dict[tuple[int, ...], dict[int, float]]):
+    return fake_step(by_prefix(table))
 
 
 def test_finds_the_best_sequence_greedy_misses() -> None:
@@ -147,18 +122,12 @@ def test_top_candidates_equal_one_top_k_over_all_extensions() -> None:
     assert origin.tolist() == (flat // 50).tolist() and token.tolist() == (flat % 50).tolist()
 
 
-def small_model() -> Seq2Seq:
-    torch.manual_seed(3)
-    config = Seq2SeqConfig(
-        20, 20, embedding_size=8, encoder_hidden_size=8, decoder_hidden_size=8, attention_size=8
-    )
-    return Seq2Seq(config).eval()
+def small_model():
+    return tiny_model(seed=3, vocab=20)
 
 
-def encoded_batch(model: Seq2Seq):
-    torch.manual_seed(4)
-    src = torch.randint(4, 20, (6, 7))
-    lengths = torch.tensor([7, 3, 5, 1, 6, 2])
+def encoded_batch(model):
+    src, lengths = source_batch([7, 3, 5, 1, 6, 2], vocab=20, seed=4)
     return src, lengths, max_output_lengths(lengths, 1.5, 3)
 
 
@@ -249,3 +218,18 @@ def test_kept_attention_matches_each_hypothesis() -> None:
     for row, hypotheses in enumerate(one):
         steps = len(hypotheses[0].tokens) + 1
         torch.testing.assert_close(hypotheses[0].attention, greedy.attention[row, :steps])
+
+
+def test_the_beam_strategy_with_a_beam_of_one_is_the_greedy_strategy() -> None:
+    model = small_model()
+    src, lengths, limits = encoded_batch(model)
+    with torch.no_grad():
+        state = model.initial_state(model.encode(src, lengths))
+        options = SearchOptions(beam_size=1)
+        by_beam = beam_strategy(model.step, state, limits, options, BOS, EOS)
+        by_greedy = greedy_strategy(model.step, state, limits, options, BOS, EOS)
+        wide = beam_search(model.step, state, limits, BOS, EOS, beam_size=1, nbest=1)
+    assert by_beam == by_greedy
+    for one, (greedy,) in zip(wide, by_greedy, strict=True):  # scored alike: normalized
+        assert one[0].tokens == greedy.tokens
+        assert one[0].score == pytest.approx(greedy.score, abs=1e-5)
