@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seq2seq.files import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -17,11 +19,12 @@ def _pyplot():
 
 
 def _save(figure, path: Path) -> None:
-    """Write the figure under a temporary name and rename it: never a half-written PNG."""
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=100)
-    _pyplot().close(figure)
-    temporary.replace(path)
+    """Write the figure as a PNG through `atomic_write`: never a half-written file."""
+    try:
+        with atomic_write(path, binary=True) as out:
+            figure.savefig(out, format="png", dpi=100)
+    finally:
+        _pyplot().close(figure)
 
 
 def plot_gradient_flow(curves: dict[str, np.ndarray], path: Path, xlabel: str, title: str) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic parallel corpus, its tokenizer, the local Multi30k copy."""
+"""Shared fixtures: a tiny synthetic parallel corpus, its tokenizer, the local Multi30k copy,
+and one model trained once per test session on the word-reversal task."""
 
 from __future__ import annotations
 
@@ -6,23 +7,15 @@ import gzip
 import os
 import random
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from seq2seq.data.corpus import CorpusFiles
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
-from seq2seq.model.seq2seq import Seq2SeqConfig
 
 TINY_VOCAB_SIZE = 400
-# a model small enough to build in milliseconds, for tests of bookkeeping rather than learning
-TINY_ARCHITECTURE = Seq2SeqConfig(
-    src_vocab_size=30,
-    tgt_vocab_size=30,
-    embedding_size=8,
-    encoder_hidden_size=8,
-    decoder_hidden_size=8,
-    attention_size=8,
-)
+TRAINED_STEPS = 600  # enough for the reversal task's exact-match learning test
 
 
 def synthetic_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -63,6 +56,27 @@ def tiny_corpus(tmp_path: Path) -> dict[str, CorpusFiles]:
 @pytest.fixture
 def tiny_tokenizer(tiny_corpus: dict[str, CorpusFiles]) -> Tokenizer:
     return train_tokenizer([tiny_corpus["train"]], TokenizerConfig(vocab_size=TINY_VOCAB_SIZE))
+
+
+class Trained(NamedTuple):
+    """A checkpoint trained on the reversal corpus by `train.py fit`, and that corpus."""
+
+    checkpoint: Path
+    corpus: Path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Trained:
+    """The session's trained model: TRAINED_STEPS updates of tiny_run_args on word reversal.
+    Tests read it; one that changes files copies the checkpoint first."""
+    from seq2seq.lightning_cli import main
+    from tests.training_helpers import reversal_corpus, tiny_run_args
+
+    root = tmp_path_factory.mktemp("trained")
+    corpus = reversal_corpus(root / "corpus")
+    settings = {"trainer.max_steps": TRAINED_STEPS, "trainer.limit_val_batches": 0}
+    main(["fit", *tiny_run_args(corpus, root, **settings)])
+    return Trained(root / "run" / "checkpoints" / "last.ckpt", corpus)
 
 
 @pytest.fixture

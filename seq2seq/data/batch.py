@@ -25,6 +25,7 @@ class Batch:
     references: list[str] | None = None  # evaluation data: the original target lines
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch with its tensors on `device`."""
         moved = {
             f.name: getattr(self, f.name).to(device, non_blocking=True)
             for f in fields(self)
@@ -47,6 +48,15 @@ class Batch:
             indices=self.indices[:count],
             references=None if self.references is None else self.references[:count],
         )
+
+    def source_ids(self) -> list[list[int]]:
+        """Each source's ids without padding; one that `collate` filled with a lone EOS (an
+        empty line: the encoder needs a token to start from) is empty again."""
+        rows = [
+            row[:length]
+            for row, length in zip(self.src.tolist(), self.src_lengths.tolist(), strict=True)
+        ]
+        return [[] if row == [EOS_ID] else row for row in rows]
 
     @property
     def num_tgt_tokens(self) -> int:

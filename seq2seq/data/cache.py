@@ -45,10 +45,12 @@ class EncodedCorpus:
 
     @property
     def src_lengths(self) -> np.ndarray:
+        """(N,) source lengths in subwords."""
         return np.diff(self.offsets["src"])  # (N,)
 
     @property
     def tgt_lengths(self) -> np.ndarray:
+        """(N,) target lengths in subwords."""
         return np.diff(self.offsets["tgt"])  # (N,)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:

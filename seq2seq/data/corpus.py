@@ -1,21 +1,21 @@
-"""Read and validate line-aligned parallel text (plain or gzip, UTF-8); filter pairs and count."""
+"""Parallel corpora: where they come from, reading and validating them, filtering pairs.
+
+A corpus format is a `ParallelCorpus` subclass: it names the training, validation and test
+corpora as line-aligned file pairs (`CorpusFiles`), fetching them first if need be. `Files`
+(here) reads a user's own files, `Multi30k` (multi30k.py) finds or downloads Multi30k; a new
+format is one module with one such subclass.
+"""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from seq2seq.errors import Seq2SeqError
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_READ_ERRORS = (OSError, EOFError, zlib.error)
+from seq2seq.files import atomic_write, check_file, make_directory, read_lines
 
 
 @dataclass(frozen=True)
@@ -31,61 +31,47 @@ class CorpusFiles:
         return cls(_with_language(prefix, src_lang), _with_language(prefix, tgt_lang))
 
 
+class ParallelCorpus:
+    """Where a data module's corpora come from (chosen by class in the configuration)."""
+
+    def splits(self, src_lang: str, tgt_lang: str, data_dir: Path) -> dict[str, list[CorpusFiles]]:
+        """The corpora of `train` (required), `val` and `test` (optional): several training
+        corpora are concatenated. `data_dir` is where downloads may go."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Files(ParallelCorpus):
+    """A user's own corpora: two line-aligned files each, named by a prefix and the languages
+    (`corpora/train` with de -> en: `corpora/train.de`, `corpora/train.en`, or `.gz`).
+
+    Args:
+        train: training corpora as path prefixes, concatenated.
+        val: validation corpus prefix.
+        test: test corpus prefix.
+    """
+
+    train: list[str]
+    val: str | None = None
+    test: str | None = None
+
+    def splits(self, src_lang: str, tgt_lang: str, data_dir: Path) -> dict[str, list[CorpusFiles]]:
+        """The prefixes given, each as a pair of files."""
+        if not self.train:
+            raise Seq2SeqError("Files needs at least one training corpus (train)")
+        prefixes = {"train": self.train, "val": [self.val], "test": [self.test]}
+        return {
+            split: [CorpusFiles.from_prefix(prefix, src_lang, tgt_lang) for prefix in names]
+            for split, names in prefixes.items()
+            if names and names[0] is not None
+        }
+
+
 def _with_language(prefix: str, lang: str) -> str:
     plain = f"{prefix}.{lang}"
     if not Path(plain).exists() and Path(plain + ".gz").exists():
         return plain + ".gz"
     return plain
-
-
-def check_file(path: str | Path) -> Path:
-    """The path as a `Path` when it names a readable regular file; a `Seq2SeqError` otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise Seq2SeqError(f"file not found: {path}")
-    if path.is_dir():
-        raise Seq2SeqError(f"expected a file but found a directory: {path}")
-    return path
-
-
-def make_directory(path: str | Path) -> Path:
-    """An output directory, created if need be; a `Seq2SeqError` if it cannot be written to."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise Seq2SeqError(f"cannot create {path}: {error.strerror}") from error
-    if not os.access(path, os.W_OK):
-        raise Seq2SeqError(f"cannot write to {path}: permission denied")
-    return path
-
-
-def _open_binary(path: Path) -> BinaryIO:
-    handle = path.open("rb")
-    if handle.peek(2)[:2] == _GZIP_MAGIC:  # by content, so `train.de` may be gzipped too
-        return gzip.GzipFile(fileobj=handle)  # type: ignore[return-value]
-    return handle
-
-
-def read_lines(path: str | Path) -> Iterator[str]:
-    """Yield the lines of a plain or gzipped UTF-8 file without their line endings (LF or CRLF)."""
-    path = check_file(path)
-    number = 0
-    try:
-        with _open_binary(path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                yield _decode(raw, path, number)
-    except _READ_ERRORS as error:
-        raise Seq2SeqError(f"cannot read {path} after line {number}: {error}") from error
-
-
-def _decode(raw: bytes, path: Path, number: int) -> str:
-    try:
-        return raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as error:
-        raise Seq2SeqError(
-            f"{path}: line {number} is not valid UTF-8 (byte {error.start + 1})"
-        ) from error
 
 
 def fingerprint(path: str | Path) -> tuple[str, int]:
@@ -111,6 +97,7 @@ class FingerprintMemo:
             self.entries = json.loads(self.path.read_text())
 
     def fingerprint(self, path: str | Path) -> tuple[str, int]:
+        """The fingerprint of `path`, computed only if the file changed since the last time."""
         status = check_file(path).stat()
         key = f"{Path(path).resolve()}|{status.st_size}|{status.st_mtime_ns}"
         if key not in self.entries:
@@ -120,10 +107,9 @@ class FingerprintMemo:
         return digest, count
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")  # ranks may race
-        temporary.write_text(json.dumps(self.entries, indent=1))
-        temporary.replace(self.path)
+        make_directory(self.path.parent)
+        with atomic_write(self.path) as out:  # a temporary name of its own: ranks may race
+            out.write(json.dumps(self.entries, indent=1))
 
 
 def count_aligned_pairs(files: CorpusFiles, memo: FingerprintMemo | None = None) -> tuple[str, int]:
@@ -172,11 +158,13 @@ class FilterReport:
     dropped: dict[str, int] = field(default_factory=lambda: {"empty": 0, "too_long": 0, "ratio": 0})
 
     def add(self, other: FilterReport) -> None:
+        """Add another report's counts to this one."""
         self.read += other.read
         self.kept += other.kept
         for reason, count in other.dropped.items():
             self.dropped[reason] += count
 
     def summary(self, name: str) -> str:
+        """One line: kept and dropped pairs of corpus `name`."""
         drops = ", ".join(f"{count} {reason}" for reason, count in self.dropped.items())
         return f"{name}: kept {self.kept} of {self.read} pairs (dropped {drops})"

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from seq2seq.data.corpus import CorpusFiles
+from seq2seq.data.corpus import CorpusFiles, ParallelCorpus
 from seq2seq.errors import Seq2SeqError
+from seq2seq.files import atomic_write, make_directory
 
 BASE_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw"
 ENV_VARIABLE = "SEQ2SEQ_MULTI30K_DIR"
 LANGUAGES = ("en", "de", "fr")
 SPLIT_SIZES = {"train": 29_000, "val": 1_014, "test_2016_flickr": 1_000}
+SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}  # data module's names
 SHA256 = {
     "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
     "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
@@ -32,6 +34,24 @@ SHA256 = {
     "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
     "val.fr.gz": "ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9",
 }
+
+
+@dataclass(frozen=True)
+class Multi30k(ParallelCorpus):
+    """Multi30k task 1: train (29,000 pairs), val (1,014) and test_2016_flickr (1,000), in en,
+    de and fr.
+
+    Args:
+        directory: a local copy of the raw files; default `$SEQ2SEQ_MULTI30K_DIR`, else they
+            are downloaded into the data directory and checked against their SHA-256 sums.
+    """
+
+    directory: str | None = None
+
+    def splits(self, src_lang: str, tgt_lang: str, data_dir: Path) -> dict[str, list[CorpusFiles]]:
+        """Train, val and test_2016_flickr for the language pair, fetched if need be."""
+        corpora = multi30k_splits(src_lang, tgt_lang, self.directory, data_dir)
+        return {split: [corpora[name]] for split, name in SPLITS.items()}
 
 
 def multi30k_splits(
@@ -77,19 +97,22 @@ def _file_names(src_lang: str, tgt_lang: str) -> list[str]:
 
 
 def download(url: str, destination: Path, sha256: str) -> None:
-    """Fetch `url` to `destination` through a temporary file, kept only if the checksum matches."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(destination.name + ".download")
+    """Fetch `url` to `destination` through `atomic_write`, kept only if the checksum matches."""
+    make_directory(destination.parent)
+    digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, temporary.open("wb") as out:
-            shutil.copyfileobj(response, out)
-        actual = hashlib.sha256(temporary.read_bytes()).hexdigest()
-        if actual != sha256:
-            raise Seq2SeqError(f"checksum mismatch for {url}: expected {sha256}, got {actual}")
-        temporary.replace(destination)
+        with (
+            urllib.request.urlopen(url, timeout=60) as response,
+            atomic_write(destination, binary=True) as out,
+        ):
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise Seq2SeqError(
+                    f"checksum mismatch for {url}: expected {sha256}, got {digest.hexdigest()}"
+                )
     except (urllib.error.URLError, OSError) as error:
         raise Seq2SeqError(
             f"cannot download {url} ({error}); offline, set {ENV_VARIABLE} to a local copy"
         ) from error
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -19,8 +19,9 @@ from typing import Literal
 
 import sentencepiece
 
-from seq2seq.data.corpus import CorpusFiles, read_lines
+from seq2seq.data.corpus import CorpusFiles
 from seq2seq.errors import Seq2SeqError
+from seq2seq.files import atomic_write, make_directory, read_lines
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
@@ -62,40 +63,46 @@ class Tokenizer:
 
     @property
     def joint(self) -> bool:
+        """Whether source and target share one vocabulary."""
         return self.src_model == self.tgt_model
 
     @property
     def src_vocab_size(self) -> int:
+        """Source vocabulary size, special ids included."""
         return self.src.get_piece_size()
 
     @property
     def tgt_vocab_size(self) -> int:
+        """Target vocabulary size, special ids included."""
         return self.tgt.get_piece_size()
 
     @property
     def fingerprint(self) -> str:
+        """SHA-256 of both models: equal fingerprints, equal tokenization."""
         return hashlib.sha256(self.src_model + b"\0" + self.tgt_model).hexdigest()
 
     def encode_src(self, lines: list[str]) -> list[list[int]]:
+        """Source lines as subword ids (no BOS or EOS)."""
         return self.src.encode(lines)
 
     def encode_tgt(self, lines: list[str]) -> list[list[int]]:
+        """Target lines as subword ids (no BOS or EOS)."""
         return self.tgt.encode(lines)
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        """Target subword ids back to detokenized text."""
         return self.tgt.decode(ids)
 
     def save(self, directory: str | Path) -> None:
         """Write `joint.model`, or `src.model` and `tgt.model`, into `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_directory(directory)
         for name, model in _model_files(self).items():
-            temporary = directory / f".{name}.tmp"
-            temporary.write_bytes(model)
-            temporary.replace(directory / name)
+            with atomic_write(directory / name, binary=True) as out:
+                out.write(model)
 
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:
+        """The tokenizer `save` wrote into `directory`."""
         directory = Path(directory)
         if (directory / "joint.model").is_file():
             joint = (directory / "joint.model").read_bytes()

@@ -8,45 +8,9 @@ from seq2seq.data.corpus import (
     FilterReport,
     PairFilter,
     count_aligned_pairs,
-    read_lines,
     read_pairs,
 )
 from seq2seq.errors import Seq2SeqError
-
-
-def test_reads_plain_gzip_and_crlf_alike(tmp_path: Path) -> None:
-    text = "Ein Hund läuft.\n\nZwei Katzen.\n"
-    (tmp_path / "plain.txt").write_text(text, encoding="utf-8")
-    (tmp_path / "crlf.txt").write_bytes(text.replace("\n", "\r\n").encode())
-    (tmp_path / "zipped.gz").write_bytes(gzip.compress(text.encode()))
-    (tmp_path / "gzipped_without_suffix").write_bytes(gzip.compress(text.encode()))
-    expected = ["Ein Hund läuft.", "", "Zwei Katzen."]
-    for name in ("plain.txt", "crlf.txt", "zipped.gz", "gzipped_without_suffix"):
-        assert list(read_lines(tmp_path / name)) == expected
-
-
-def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(Seq2SeqError, match=r"file not found: .*nowhere\.de"):
-        list(read_lines(tmp_path / "nowhere.de"))
-
-
-def test_directory_instead_of_file(tmp_path: Path) -> None:
-    with pytest.raises(Seq2SeqError, match="expected a file but found a directory"):
-        list(read_lines(tmp_path))
-
-
-def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
-    path = tmp_path / "bad.de"
-    path.write_bytes(b"gut\nauch gut\nschlecht \xff\xfe\n")
-    with pytest.raises(Seq2SeqError, match=r"bad\.de: line 3 is not valid UTF-8"):
-        list(read_lines(path))
-
-
-def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "cut.gz"
-    path.write_bytes(gzip.compress(b"line\n" * 1000)[:-20])
-    with pytest.raises(Seq2SeqError, match=r"cannot read .*cut\.gz"):
-        list(read_lines(path))
 
 
 def test_different_line_counts_name_both_files_and_counts(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.data.corpus import CorpusFiles, read_lines
+from seq2seq.data.corpus import CorpusFiles
 from seq2seq.data.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -13,6 +13,7 @@ from seq2seq.data.tokenizer import (
     train_tokenizer,
 )
 from seq2seq.errors import Seq2SeqError
+from seq2seq.files import read_lines
 from tests.conftest import TINY_VOCAB_SIZE
 
 
