@@ -1,41 +1,50 @@
-"""Checkpoint files: written atomically, read safely.
+"""The checkpoint layout: written atomically, read safely, turned back into a model, no Lightning.
 
-- Saving writes `<name>.partial` in the same directory, flushes it to disk and renames it over
-  `<name>`: a process killed during a save leaves the previous file whole, never a truncated one.
-- Loading uses `torch.load(weights_only=True)`: tensors and plain types only. A checkpoint
-  carrying a pickled object that would run code is refused before anything in it runs. Our own
-  metadata (hyperparameters, tokenizer models) is stored as plain types for that reason.
-- Every way a file can be wrong (missing, truncated, not a checkpoint) is a `Seq2SeqError`.
+A checkpoint is the dict Lightning saves for `TranslationModule`, with plain types only:
+- `state_dict`: the module's tensors, the model's under `model.`;
+- `hyper_parameters`: the module's arguments: `architecture` (Seq2SeqConfig's fields) and
+  `test_search` (SearchOptions' fields: how the run tested, and what translating defaults to);
+- `seq2seq_tokenizer`: the SentencePiece models as bytes, `{"src": ..., "tgt": ...}`.
+
+Saving goes through `atomic_write` (files.py): a process killed mid-save leaves the previous file
+whole. Loading uses `torch.load(weights_only=True)`: a checkpoint carrying a pickled object that
+would run code is refused before anything in it runs. Every way a file can be wrong (missing,
+truncated, not a checkpoint, another model's) is a `Seq2SeqError`.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
-from seq2seq.data.corpus import check_file
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding.search import SearchOptions
 from seq2seq.errors import Seq2SeqError
+from seq2seq.files import atomic_write, check_file, make_directory
+from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
-PARTIAL_SUFFIX = ".partial"
+TOKENIZER_KEY = "seq2seq_tokenizer"
+MODEL_PREFIX = "model."  # TranslationModule keeps the Seq2Seq model as `self.model`
+
+
+class LoadedModel(NamedTuple):
+    """What a checkpoint holds for translating."""
+
+    model: Seq2Seq
+    tokenizer: Tokenizer
+    search: SearchOptions  # how the run tested: the default for translating
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     """torch.save `checkpoint` to `path` atomically (temporary file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + PARTIAL_SUFFIX)
-    with partial.open("wb") as out:
+    make_directory(path.parent)
+    with atomic_write(path, binary=True) as out:
         torch.save(checkpoint, out)
-        out.flush()
-        os.fsync(out.fileno())
-    partial.replace(path)
-    _sync_directory(path.parent)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -59,32 +68,64 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return checkpoint
 
 
-def _sync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """The model, tokenizer and test search options of the checkpoint at `path`, on `device`."""
+    loaded = model_of(load_checkpoint(path), path)
+    return loaded._replace(model=loaded.model.to(device))
+
+
+def model_of(checkpoint: dict[str, Any], path: str | Path = "the checkpoint") -> LoadedModel:
+    """Rebuild the model from a loaded checkpoint's hyperparameters and load its weights."""
     try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        hyperparameters = checkpoint["hyper_parameters"]
+        config = Seq2SeqConfig(**hyperparameters["architecture"])
+        search = SearchOptions(**hyperparameters.get("test_search", {}))
+    except (KeyError, TypeError) as error:
+        raise Seq2SeqError(f"{path} is not a seq2seq checkpoint ({error})") from error
+    tokenizer = tokenizer_of(checkpoint)
+    model = Seq2Seq(config)
+    state = {
+        name.removeprefix(MODEL_PREFIX): tensor
+        for name, tensor in checkpoint["state_dict"].items()
+        if name.startswith(MODEL_PREFIX)
+    }
+    check_fits(state, model.state_dict())
+    model.load_state_dict(state)
+    return LoadedModel(model.eval(), tokenizer, search)
 
 
-class SafeCheckpointIO(CheckpointIO):
-    """Lightning's checkpoint I/O through `save_checkpoint` and `load_checkpoint` above."""
+def check_fits(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:
+    """A clear error when saved tensors have other shapes than the model's own (same names)."""
+    for name, tensor in saved.items():
+        if name in own and own[name].shape != tensor.shape:
+            raise Seq2SeqError(
+                f"the checkpoint does not fit this model: {name} is {tuple(tensor.shape)}"
+                f" there and {tuple(own[name].shape)} here (another vocabulary or size?)"
+            )
 
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
-    ) -> None:
-        save_checkpoint(checkpoint, path)
 
-    def load_checkpoint(
-        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        return load_checkpoint(path, map_location if map_location is not None else "cpu")
+def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
+    """A checkpoint never holds non-finite weights: a clear error before one would be saved."""
+    broken = [k for k, v in state_dict.items() if not v.isfinite().all()]
+    if broken:
+        raise Seq2SeqError(f"refusing to save non-finite weights ({', '.join(broken[:3])})")
 
-    def remove_checkpoint(self, path: str | Path) -> None:
-        Path(path).unlink(missing_ok=True)
+
+def store_tokenizer(checkpoint: dict[str, Any], tokenizer: Tokenizer) -> None:
+    """Embed the SentencePiece models, so that the checkpoint alone is enough to translate."""
+    checkpoint[TOKENIZER_KEY] = {"src": tokenizer.src_model, "tgt": tokenizer.tgt_model}
+
+
+def tokenizer_of(checkpoint: dict[str, Any], expected: Tokenizer | None = None) -> Tokenizer:
+    """The tokenizer a checkpoint embeds; a clear error if it is not the `expected` one (the
+    data's, when a run resumes or evaluates on its data)."""
+    if TOKENIZER_KEY not in checkpoint:
+        raise Seq2SeqError("not a seq2seq checkpoint: it holds no tokenizer")
+    models = checkpoint[TOKENIZER_KEY]
+    tokenizer = Tokenizer(models["src"], models["tgt"])
+    if expected is not None and expected.fingerprint != tokenizer.fingerprint:
+        raise Seq2SeqError(
+            "the checkpoint was trained with another tokenizer than this data's: use the"
+            " data settings (corpus, vocab_size, data_dir) it was trained with"
+        )
+    return tokenizer

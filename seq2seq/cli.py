@@ -1,35 +1,41 @@
 """The `seq2seq` command: prepare, translate, evaluate, score.
 
     seq2seq prepare   [train.py's options]                  data statistics as JSON
-    seq2seq translate --checkpoint CKPT [--input PATH|-] [--output PATH|-] [--beam-size K]
-                      [--nbest N] [--batch-tokens T] [--device cpu|cuda]
-                      [--precision auto|fp32|bf16] [--plot-attention DIR]
-    seq2seq evaluate  --checkpoint CKPT --source PATH --reference PATH [--beam-size K] [--json]
+    seq2seq translate --checkpoint CKPT [--input PATH|-] [--output PATH|-] [search options]
+                      [--batch-tokens T] [--device cpu|cuda] [--precision auto|fp32|bf16]
+                      [--plot-attention DIR]
+    seq2seq evaluate  --checkpoint CKPT --source PATH --reference PATH [search options] [--json]
     seq2seq score     --hypotheses PATH --reference PATH [--json]
     seq2seq grad-flow [--config CFG | --checkpoint CKPT] [--length T] --output DIR
 
-Every user error is one line on stderr and exit status 1; output files are written under a
-temporary name and renamed when complete, so an interrupted run leaves no half-written file.
+The search options are SearchOptions' fields as flags (`--beam-size` for beam_size, ...); what
+is not given is the checkpoint's test setting. Every user error is one line on stderr and exit
+status 1; output files are written through `atomic_write`, so an interrupted run leaves no
+half-written file.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import sys
-import tempfile
+import typing
 from pathlib import Path
 
+import docstring_parser
+
 from seq2seq.allocator import keep_freed_memory
-from seq2seq.data.corpus import make_directory, read_lines
+from seq2seq.decoding.search import SearchOptions
 from seq2seq.errors import Seq2SeqError, one_line
+from seq2seq.files import atomic_write, check_file, make_directory, read_lines
 
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are one line: a `Seq2SeqError` instead of usage text and exit 2."""
 
     def error(self, message: str):
+        """Raise the message as a one-line `Seq2SeqError`."""
         raise Seq2SeqError(f"{message} (see {self.prog} --help)")
 
 
@@ -43,42 +49,66 @@ def prepare(args: list[str]) -> None:
     print(json.dumps(datamodule.statistics(), indent=2))
 
 
-def _search_arguments(parser: argparse.ArgumentParser) -> None:
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per SearchOptions field (`--beam-size` for beam_size), typed, with the choices
+    and help its definition gives; a flag not given leaves the field to the checkpoint."""
+    group = parser.add_argument_group("search (not given: the checkpoint's test settings)")
+    hints = typing.get_type_hints(SearchOptions)
+    documented = docstring_parser.parse(SearchOptions.__doc__).params
+    helps = {parameter.arg_name: parameter.description for parameter in documented}
+    for field in dataclasses.fields(SearchOptions):
+        kind = hints[field.name]
+        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=str if choices else kind,
+            choices=choices,
+            help=" ".join(helps[field.name].split()),
+        )
+
+
+def search_options(defaults: SearchOptions, options: argparse.Namespace) -> SearchOptions:
+    """`defaults` with the search flags that were given."""
+    given = {
+        field.name: getattr(options, field.name)
+        for field in dataclasses.fields(SearchOptions)
+        if getattr(options, field.name) is not None
+    }
+    return dataclasses.replace(defaults, **given)
+
+
+def _translation_arguments(parser: argparse.ArgumentParser) -> None:
+    from seq2seq.translator import PRECISIONS
+
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
-    parser.add_argument("--beam-size", type=int, default=5, help="1 is greedy search")
-    parser.add_argument("--length-penalty", choices=["gnmt", "average", "none"], default="gnmt")
-    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length-penalty exponent")
+    add_search_options(parser)
     parser.add_argument("--batch-tokens", type=int, default=4000, help="source tokens per batch")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
+        choices=PRECISIONS,
         default="auto",
-        help="bf16 autocast or fp32; auto: bf16 on a CUDA GPU with bf16, fp32 on CPUs (where "
-        "bf16 search measured no faster, also with AMX)",
+        help="bf16 autocast or fp32; auto: bf16 on a CUDA GPU with bf16, fp32 on CPUs",
     )
 
 
-def _load_translator(options: argparse.Namespace, nbest: int):
-    """The translator of `--checkpoint`, after checking the search options (before any input)."""
+def _load_translator(options: argparse.Namespace, **fixed: object) -> tuple:
+    """The translator of `--checkpoint` and the search options asked for (with `fixed` ones),
+    checked before any input is read."""
     from seq2seq.translator import Translator
 
-    if not 1 <= nbest <= options.beam_size:
-        raise Seq2SeqError(f"--nbest must be between 1 and --beam-size ({options.beam_size})")
-    return Translator.from_checkpoint(options.checkpoint, options.device, options.precision)
+    translator = Translator.from_checkpoint(options.checkpoint, options.device, options.precision)
+    search = dataclasses.replace(search_options(translator.options, options), **fixed)
+    return translator, search
 
 
 def _translate_lines(
-    translator, options: argparse.Namespace, lines: list[str], nbest: int, plots: Path | None = None
+    translator,
+    search: SearchOptions,
+    options: argparse.Namespace,
+    lines: list[str],
+    plots: Path | None = None,
 ) -> list[list]:
-    from seq2seq.decoding.search import SearchOptions
-
-    search = SearchOptions(
-        beam_size=options.beam_size,
-        nbest=nbest,
-        length_penalty=options.length_penalty,
-        alpha=options.alpha,
-    )
     results = translator.translate_nbest(
         lines, search, options.batch_tokens, progress=True, keep_attention=plots is not None
     )
@@ -100,24 +130,23 @@ def _plot(translator, lines: list[str], results: list[list], directory: Path) ->
 
 
 def translate(args: list[str]) -> None:
-    parser = Parser(prog="seq2seq translate", description="Translate raw text.")
-    _search_arguments(parser)
+    """`seq2seq translate`: translate a file or stdin, a line per line."""
+    parser = Parser(
+        prog="seq2seq translate",
+        description="Translate raw text, a line per line; with --nbest above 1, every"
+        " translation is a line 'i ||| text ||| score'.",
+    )
+    _translation_arguments(parser)
     parser.add_argument("--input", default="-", help="source text, one sentence a line (- stdin)")
     parser.add_argument("--output", default="-", help="where translations go (- stdout)")
     parser.add_argument(
         "--plot-attention", type=Path, metavar="DIR", help="an attention heat map per line in DIR"
     )
-    parser.add_argument(
-        "--nbest",
-        type=int,
-        default=1,
-        help="translations per line; above 1, lines read 'i ||| text ||| score'",
-    )
     options = parser.parse_args(args)
-    translator = _load_translator(options, options.nbest)
+    translator, search = _load_translator(options)
     lines = read_input(options.input)
-    results = _translate_lines(translator, options, lines, options.nbest, options.plot_attention)
-    if options.nbest == 1:
+    results = _translate_lines(translator, search, options, lines, options.plot_attention)
+    if search.nbest == 1:
         output = [best[0].text for best in results]
     else:
         output = [
@@ -127,8 +156,9 @@ def translate(args: list[str]) -> None:
 
 
 def evaluate(args: list[str]) -> None:
+    """`seq2seq evaluate`: translate a source file and score it against a reference."""
     parser = Parser(prog="seq2seq evaluate", description="Translate and score.")
-    _search_arguments(parser)
+    _translation_arguments(parser)
     parser.add_argument("--source", required=True)
     parser.add_argument("--reference", required=True)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -138,12 +168,14 @@ def evaluate(args: list[str]) -> None:
         raise Seq2SeqError(
             f"{options.source} has {len(sources)} lines, {options.reference} has {len(references)}"
         )
-    translator = _load_translator(options, 1)
-    hypotheses = [best[0].text for best in _translate_lines(translator, options, sources, 1)]
+    translator, search = _load_translator(options, nbest=1)
+    results = _translate_lines(translator, search, options, sources)
+    hypotheses = [best[0].text for best in results]
     _print_scores(hypotheses, references, options.json)
 
 
 def score(args: list[str]) -> None:
+    """`seq2seq score`: score existing translations against a reference."""
     parser = Parser(prog="seq2seq score", description="Score existing output.")
     parser.add_argument("--hypotheses", required=True)
     parser.add_argument("--reference", required=True)
@@ -215,11 +247,10 @@ def _grad_flow_model(options: argparse.Namespace):
     from seq2seq.model.seq2seq import Seq2SeqConfig
 
     if options.checkpoint:
-        from seq2seq.checkpoint import load_checkpoint
-        from seq2seq.lit_module import TranslationModule
+        from seq2seq.checkpoint import load_model
 
-        module = TranslationModule.restore(load_checkpoint(options.checkpoint))
-        return module.model.config, module.model.encoder.layers[0]
+        model = load_model(options.checkpoint).model
+        return model.config, model.encoder.layers[0]
     if options.config:
         return _architecture_of_config(Path(options.config)), None
     return Seq2SeqConfig(), None
@@ -229,7 +260,6 @@ def _architecture_of_config(path: Path):
     """`model.architecture` of a train.py config, read without building data or trainer."""
     import yaml
 
-    from seq2seq.data.corpus import check_file
     from seq2seq.model.seq2seq import Seq2SeqConfig
 
     try:
@@ -253,7 +283,7 @@ def read_input(path: str) -> list[str]:
 
 
 def write_output(path: str, lines: list[str]) -> None:
-    """Write lines to stdout (`-`) or to `path` through a temporary file in the same directory."""
+    """Write lines to stdout (`-`) or to `path` (through `atomic_write`)."""
     text = "".join(line + "\n" for line in lines)
     if path == "-":
         sys.stdout.write(text)
@@ -261,16 +291,8 @@ def write_output(path: str, lines: list[str]) -> None:
     target = Path(path)
     if target.is_dir():
         raise Seq2SeqError(f"output path is a directory: {target}")
-    try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    except OSError as error:
-        raise Seq2SeqError(f"cannot write to {target.parent}: {error.strerror}") from error
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, target)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_write(target) as out:
+        out.write(text)
 
 
 COMMANDS = {
@@ -283,6 +305,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The `seq2seq` command: run a subcommand; a user error is one line and exit status 1."""
     parser = Parser(prog="seq2seq", description="Recurrent neural machine translation.")
     parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
     parser.add_argument("options", nargs=argparse.REMAINDER, help="the command's options (--help)")

@@ -1,128 +1,154 @@
-"""Translator.from_checkpoint(path).translate(sentences): batch inference from a checkpoint alone.
+"""Translator(model, tokenizer): batch inference from a checkpoint alone, without Lightning.
 
-Lines -> ids -> length-sorted, token-bounded batches -> search -> text -> input order.
+Lines -> ids (cut at MAX_SOURCE_TOKENS subwords) -> length-sorted, token-bounded batches ->
+`translate_ids` -> input order. `translate_ids` is the one translation path: `seq2seq
+translate`, validation and test decoding and `train.py predict` all go through it, so they
+treat empty sources, over-long sources, precision and scores alike.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.checkpoint import load_model
 from seq2seq.data.batch import collate
 from seq2seq.data.sampler import TokenBatchSampler
-from seq2seq.data.tokenizer import BOS_ID, EOS_ID
+from seq2seq.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from seq2seq.decoding.search import SearchOptions, search
+from seq2seq.decoding.step_api import Hypothesis
 from seq2seq.errors import Seq2SeqError
-from seq2seq.lit_module import TranslationModule
 from seq2seq.model.autocast import has_fast_bf16
+from seq2seq.model.seq2seq import Seq2Seq
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-MAX_SOURCE_TOKENS = 250  # longer sources are cut to this many subwords, with a warning
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+MAX_SOURCE_TOKENS = 250  # longer sources are cut to this many subwords
+_NO_TARGET = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class Translation:
+    """One translation of one source."""
+
     text: str
-    score: float  # length-normalized log-probability the search ranked by
+    score: float  # log-probability over the length penalty: what the search ranked by
     tokens: tuple[int, ...] = ()  # target subword ids, without EOS
     attention: np.ndarray | None = None  # (len(tokens) + 1, source subwords), when asked for
 
 
 class Translator:
-    """Searches with the module's fp32 weights, in fp32 or under bf16 autocast (`precision`).
+    """Searches with a model's weights in fp32 or under bf16 autocast (`precision`).
 
-    `auto` is bf16 on a CUDA device with bf16 and fp32 on CPUs: on the 2-core AMX CPU, where
-    bf16 GEMMs run 4-11x faster, bf16 autocast still made greedy search 12-26% slower and beam
-    search no faster (the decoder step's many small pointwise ops and casts outweigh its GEMMs;
-    docs/performance.md).
+    `auto` is bf16 on a CUDA device with bf16 and fp32 on CPUs, where bf16 search measured no
+    faster (docs/performance.md). The search weights are built once, here, from the model's
+    current parameters: a model whose weights change afterwards needs a new Translator.
+
+    Args:
+        model: the model, on the device to search on.
+        tokenizer: its tokenizer.
+        precision: `auto`, `fp32` or `bf16`.
+        search: the default search options (a checkpoint's test options).
     """
 
     def __init__(
-        self, module: TranslationModule, device: torch.device, precision: str = "fp32"
+        self,
+        model: Seq2Seq,
+        tokenizer: Tokenizer,
+        precision: Precision = "auto",
+        search: SearchOptions = SearchOptions(),
     ) -> None:
-        if module.tokenizer is None:
-            raise Seq2SeqError("the checkpoint holds no tokenizer")
         if precision not in PRECISIONS:
             raise Seq2SeqError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision}")
-        self.module = module.to(device).eval()
-        self.tokenizer = module.tokenizer
-        self.device = device
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
         if precision == "auto":
-            precision = "bf16" if device.type == "cuda" and has_fast_bf16(device) else "fp32"
+            cuda_bf16 = self.device.type == "cuda" and has_fast_bf16(self.device)
+            precision = "bf16" if cuda_bf16 else "fp32"
         self.precision = precision
+        self.options = search
+        with self._precision():
+            self.weights = model.search_weights()
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "cpu", precision: str = "fp32"
+        cls, path: str | Path, device: str = "cpu", precision: Precision = "auto"
     ) -> Translator:
+        """The translator of a checkpoint written by train.py, on `device`."""
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise Seq2SeqError(f"--device {device} asked for, but CUDA is not available here")
-        checkpoint = load_checkpoint(path)
-        try:
-            module = TranslationModule.restore(checkpoint)
-        except (KeyError, TypeError) as error:
-            raise Seq2SeqError(f"{path} is not a seq2seq checkpoint ({error})") from error
-        return cls(module, torch.device(device), precision)
+        model, tokenizer, search = load_model(path, device)
+        return cls(model, tokenizer, precision, search)
 
     def translate(
-        self, sentences: list[str], beam_size: int = 5, batch_tokens: int = 4000
+        self, sentences: list[str], beam_size: int | None = None, batch_tokens: int = 4000
     ) -> list[str]:
         """The best translation of every sentence, in input order; empty lines stay empty."""
-        options = SearchOptions(beam_size=beam_size, nbest=1)
+        options = self.options if beam_size is None else replace(self.options, beam_size=beam_size)
+        options = replace(options, nbest=1)
         return [best[0].text for best in self.translate_nbest(sentences, options, batch_tokens)]
 
     def translate_nbest(
         self,
         sentences: list[str],
-        options: SearchOptions,
+        options: SearchOptions | None = None,
         batch_tokens: int = 4000,
         progress: bool = False,
         keep_attention: bool = False,
     ) -> list[list[Translation]]:
         """`options.nbest` translations of every sentence with their scores, in input order."""
-        ids = self._encode(sentences)
-        results: list[list[Translation]] = [[Translation("", 0.0)] for _ in sentences]
-        for indices, batch in self._batches(ids, batch_tokens, progress):
-            with self._autocast():
-                hypotheses = search(
-                    self.module.model,
-                    batch.src,
-                    batch.src_lengths,
-                    options,
-                    BOS_ID,
-                    EOS_ID,
-                    keep_attention,
-                )
-            for index, nbest in zip(indices, hypotheses, strict=True):
-                texts = self.tokenizer.decode_tgt([h.tokens for h in nbest])
-                results[index] = [
-                    _translation(t, h, len(ids[index])) for t, h in zip(texts, nbest, strict=True)
-                ]
+        ids = self.encode(sentences)
+        results: list[list[Translation]] = [[] for _ in sentences]
+        for indices in self._batches(ids, batch_tokens, progress):
+            translations = self.translate_ids([ids[i] for i in indices], options, keep_attention)
+            for index, nbest in zip(indices, translations, strict=True):
+                results[index] = nbest
+        return [nbest or [Translation("", 0.0)] for nbest in results]
+
+    def translate_ids(
+        self,
+        sources: list[list[int]],
+        options: SearchOptions | None = None,
+        keep_attention: bool = False,
+    ) -> list[list[Translation]]:
+        """One batch of source ids searched together: `options.nbest` translations each (the
+        translator's options by default). A source longer than MAX_SOURCE_TOKENS is read up to
+        there; an empty one translates to an empty line."""
+        options = options or self.options
+        sources = [ids[:MAX_SOURCE_TOKENS] for ids in sources]
+        rows = [row for row, ids in enumerate(sources) if ids]
+        results = [[Translation("", 0.0)] for _ in sources]
+        if not rows:
+            return results
+        items = [(np.asarray(sources[row], dtype=np.int64), _NO_TARGET, row) for row in rows]
+        batch = collate(items).to(self.device)
+        with self._precision():
+            hypotheses = search(
+                self.model,
+                batch.src,
+                batch.src_lengths,
+                options,
+                BOS_ID,
+                EOS_ID,
+                self.weights,
+                keep_attention,
+            )
+        for row, nbest in zip(rows, hypotheses, strict=True):
+            texts = self.tokenizer.decode_tgt([h.tokens for h in nbest])
+            length = len(sources[row])
+            results[row] = [_translation(t, h, length) for t, h in zip(texts, nbest, strict=True)]
         return results
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def source_pieces(self, sentence: str) -> list[str]:
-        """The subwords the model reads for `sentence` (truncated like in translation)."""
-        ids = self.tokenizer.encode_src([sentence])[0][:MAX_SOURCE_TOKENS]
-        return [self.tokenizer.src.id_to_piece(i) for i in ids]
-
-    def target_pieces(self, translation: Translation) -> list[str]:
-        """The subwords of a translation, with the closing EOS the attention rows include."""
-        return [self.tokenizer.tgt.id_to_piece(i) for i in translation.tokens] + ["</s>"]
-
-    def _encode(self, sentences: list[str]) -> list[list[int]]:
+    def encode(self, sentences: list[str]) -> list[list[int]]:
+        """Source ids of each sentence, cut at MAX_SOURCE_TOKENS (with a warning on stderr);
+        a blank line has none."""
         ids = self.tokenizer.encode_src(sentences)
         cut = sum(len(i) > MAX_SOURCE_TOKENS for i in ids)
         if cut:
@@ -135,8 +161,22 @@ class Translator:
             for i, sentence in zip(ids, sentences, strict=True)
         ]
 
+    def source_pieces(self, sentence: str) -> list[str]:
+        """The subwords the model reads for `sentence` (cut like in translation)."""
+        ids = self.tokenizer.encode_src([sentence])[0][:MAX_SOURCE_TOKENS]
+        return [self.tokenizer.src.id_to_piece(i) for i in ids]
+
+    def target_pieces(self, translation: Translation) -> list[str]:
+        """The subwords of a translation, with the closing EOS the attention rows include."""
+        return [self.tokenizer.tgt.id_to_piece(i) for i in translation.tokens] + ["</s>"]
+
+    def _precision(self) -> torch.autocast:
+        """bf16 autocast, or autocast off (also inside a caller's autocast, e.g. Lightning's)."""
+        bf16 = self.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
     def _batches(self, ids: list[list[int]], batch_tokens: int, progress: bool) -> Iterator:
-        """(indices, Batch) for the non-empty sentences, similar lengths together."""
+        """Lists of indices of non-empty sentences, similar lengths together."""
         non_empty = [index for index, sentence in enumerate(ids) if sentence]
         lengths = np.array([len(ids[i]) for i in non_empty], dtype=np.int64)
         sampler = TokenBatchSampler(
@@ -146,19 +186,16 @@ class Translator:
             shuffle=False,
             equal_per_rank=False,
         )
-        empty = np.zeros(0, dtype=np.int64)
         batches = list(sampler)
         if progress:
             from tqdm import tqdm
 
             batches = tqdm(batches, desc="translating", unit="batch", file=sys.stderr)
         for positions in batches:
-            indices = [non_empty[p] for p in positions]
-            items = [(np.array(ids[i], dtype=np.int64), empty, i) for i in indices]
-            yield indices, collate(items).to(self.device)
+            yield [non_empty[p] for p in positions]
 
 
-def _translation(text: str, hypothesis, source_length: int) -> Translation:
+def _translation(text: str, hypothesis: Hypothesis, source_length: int) -> Translation:
     attention = None
     if hypothesis.attention is not None:
         attention = hypothesis.attention[:, :source_length].float().cpu().numpy()

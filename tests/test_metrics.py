@@ -1,7 +1,7 @@
 import pytest
 from sacrebleu.metrics import CHRF
 
-from seq2seq.evaluation import CorpusChrF
+from seq2seq.metrics import CorpusChrF
 
 HYPOTHESES = ["a man rides a horse .", "two dogs play in the snow", "", "Ein Mann läuft ."]
 REFERENCES = ["a man is riding a horse .", "two dogs are playing in snow .", "a cat", "A man runs."]

@@ -8,28 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seq2seq.checkpoint import load_model
 from seq2seq.cli import main
+from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding.search import SearchOptions
 from seq2seq.errors import Seq2SeqError
-from seq2seq.lightning_cli import main as train_main
 from seq2seq.translator import MAX_SOURCE_TOKENS, Translator
-from tests.training_helpers import reversal_corpus, tiny_run_args
 
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(checkpoint, corpus) of a small model trained on word reversal for 400 updates."""
-    root = tmp_path_factory.mktemp("trained")
-    corpus = reversal_corpus(root / "corpus")
-    train_main(
-        [
-            "fit",
-            *tiny_run_args(
-                corpus, root, **{"trainer.max_steps": 400, "trainer.limit_val_batches": 0}
-            ),
-        ]
-    )
-    return root / "run/checkpoints/last.ckpt", corpus
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def translate_file(
@@ -50,9 +36,44 @@ def translate_file(
     )
 
 
+def test_the_translator_imports_no_lightning() -> None:
+    code = (
+        "import seq2seq.translator, sys;"
+        " print([m for m in sys.modules if m.startswith(('lightning', 'torchmetrics'))])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_checkpoint_written_before_the_inference_core_translates_as_it_did(beam: int) -> None:
+    """tests/fixtures/tiny_936a193.ckpt was written by train.py at commit 936a193, and the
+    JSON holds what that code's Translator made of 32 sources: the same translations now (and
+    for beam search the same scores; greedy scores are now length-normalized like beam's)."""
+    expected = json.loads((FIXTURES / "tiny_936a193.json").read_text())
+    translator = Translator.from_checkpoint(FIXTURES / "tiny_936a193.ckpt")
+    options = SearchOptions(beam_size=beam, nbest=min(beam, 2))
+    results = translator.translate_nbest(expected["sources"], options)
+    for nbest, before in zip(results, expected["translations"][f"beam{beam}"], strict=True):
+        assert [t.text for t in nbest] == [text for text, _ in before]
+        if beam > 1:
+            assert [t.score for t in nbest] == pytest.approx([score for _, score in before])
+
+
+def test_the_checkpoint_alone_is_enough(trained, monkeypatch) -> None:
+    """Model, tokenizer and search settings come from the file; no data directory is read."""
+    monkeypatch.setattr(Tokenizer, "load", lambda directory: pytest.fail("read a tokenizer dir"))
+    model, tokenizer, search = load_model(trained.checkpoint)
+    assert search == SearchOptions()  # the run's test_search
+    sources = (trained.corpus / "test.de").read_text().splitlines()
+    targets = (trained.corpus / "test.en").read_text().splitlines()
+    translations = Translator(model, tokenizer).translate(sources, beam_size=1)
+    exact = sum(t == r for t, r in zip(translations, targets, strict=True)) / len(targets)
+    assert exact >= 0.95  # the learning test: word reversal after TRAINED_STEPS updates
+
+
 def test_translator_keeps_order_and_empty_lines(trained) -> None:
-    checkpoint, _ = trained
-    translator = Translator.from_checkpoint(checkpoint)
+    translator = Translator.from_checkpoint(trained.checkpoint)
     sentences = ["ab cd ef gh ij kl mn", "", "st uv", "   ", "op qr st uv wx ab", "cd"]
     translations = translator.translate(sentences, beam_size=3, batch_tokens=20)
     assert len(translations) == len(sentences)
@@ -62,10 +83,12 @@ def test_translator_keeps_order_and_empty_lines(trained) -> None:
 
 
 def test_nbest_lists_are_sorted(trained) -> None:
-    translator = Translator.from_checkpoint(trained[0])
+    translator = Translator.from_checkpoint(trained.checkpoint)
     nbest = translator.translate_nbest(["ab cd ef"], SearchOptions(beam_size=4, nbest=3))[0]
     assert len(nbest) == 3
     assert [t.score for t in nbest] == sorted((t.score for t in nbest), reverse=True)
+    greedy = translator.translate_nbest(["ab cd ef"], SearchOptions(beam_size=1))[0][0]
+    assert greedy.text == nbest[0].text and greedy.score == pytest.approx(nbest[0].score)
 
 
 @pytest.mark.parametrize("beam", [1, 4])
@@ -73,11 +96,10 @@ def test_bf16_search_translates_like_fp32(beam: int, trained) -> None:
     """bf16 autocast in search: the same translations as fp32 but where bf16's rounding breaks
     a near-tie (1 of these 100 sentences in greedy search), and the same scores within bf16's
     precision (fp32 log-probabilities of bf16 logits)."""
-    checkpoint, corpus = trained
-    sources = (corpus / "test.de").read_text().splitlines()
+    sources = (trained.corpus / "test.de").read_text().splitlines()
     options = SearchOptions(beam_size=beam)
     results = [
-        Translator.from_checkpoint(checkpoint, precision=precision).translate_nbest(
+        Translator.from_checkpoint(trained.checkpoint, precision=precision).translate_nbest(
             sources, options
         )
         for precision in ("fp32", "bf16")
@@ -92,13 +114,13 @@ def test_bf16_search_translates_like_fp32(beam: int, trained) -> None:
 
 
 def test_precision_is_checked_and_auto_is_fp32_on_a_cpu(trained) -> None:
-    assert Translator.from_checkpoint(trained[0], precision="auto").precision == "fp32"  # CPU
+    assert Translator.from_checkpoint(trained.checkpoint).precision == "fp32"  # auto, on a CPU
     with pytest.raises(Seq2SeqError, match="precision must be one of"):
-        Translator.from_checkpoint(trained[0], precision="fp8")
+        Translator.from_checkpoint(trained.checkpoint, precision="fp8")
 
 
 def test_overlong_line_is_truncated_with_a_warning(trained, capsys) -> None:
-    translator = Translator.from_checkpoint(trained[0])
+    translator = Translator.from_checkpoint(trained.checkpoint)
     result = translator.translate(["ab " * 10_000], beam_size=1)
     assert len(result) == 1
     assert f"longer than {MAX_SOURCE_TOKENS} subwords were truncated" in capsys.readouterr().err
