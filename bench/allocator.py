@@ -28,8 +28,8 @@ from train_throughput import precisions, train_step, training_batches
 from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.corpus import read_lines
 from seq2seq.decoding.search import SearchOptions
-from seq2seq.lit_module import build_optimizer
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+from seq2seq.schedules import build_optimizer
 from seq2seq.translator import Translator
 
 SETTINGS = {"glibc": False, "kept": True}

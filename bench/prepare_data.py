@@ -29,18 +29,12 @@ def peak_rss_mib() -> float:
 
 def measure(corpus: str, pairs: int, workdir: Path) -> dict[str, object]:
     """Runs inside the child: prepare twice (cold, then cached) and report."""
+    from seq2seq.data.corpus import Files
+    from seq2seq.data.multi30k import Multi30k
     from seq2seq.datamodule import TranslationDataModule
 
-    if corpus == "multi30k":
-        options = {"corpus": "multi30k"}
-    else:
-        options = {
-            "corpus": "files",
-            "train": [write_repeated(workdir, pairs)],
-            "val": None,
-            "test": None,
-        }
-    datamodule = TranslationDataModule(data_dir=str(workdir / "work"), **options)
+    source = Multi30k() if corpus == "multi30k" else Files([write_repeated(workdir, pairs)])
+    datamodule = TranslationDataModule(corpus=source, data_dir=str(workdir / "work"))
     start = time.perf_counter()
     datamodule.prepare_data()
     cold = time.perf_counter() - start

@@ -41,10 +41,10 @@ from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.datamodule import TranslationDataModule
-from seq2seq.lit_module import build_optimizer
 from seq2seq.model.autocast import has_fast_bf16
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+from seq2seq.schedules import build_optimizer
 
 NO_DROPOUT = {"embedding_dropout": 0.0, "dropout": 0.0, "recurrent_dropout": 0.0}
 GEMM_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")

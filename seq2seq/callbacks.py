@@ -1,21 +1,26 @@
-"""Lightning callbacks: gradient health, checkpoint on Ctrl-C, the prediction writer."""
+"""Lightning callbacks: throughput, non-finite updates, gradient health, checkpoint on Ctrl-C,
+the prediction writer."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
 from seq2seq.data.batch import Batch
+from seq2seq.data.tokenizer import PAD_ID
+from seq2seq.errors import Seq2SeqError
+from seq2seq.files import atomic_write, make_directory
 from seq2seq.gradients import (
     GradientNorms,
     flow_through_time,
@@ -25,14 +30,101 @@ from seq2seq.gradients import (
 from seq2seq.plots import plot_gradient_flow
 
 
+class TargetTokenThroughput(L.Callback):
+    """Logs `train/tgt_tokens_per_s`: a batch's target tokens (subwords and EOS, no padding)
+    over the time since the previous update ended. The first update of an epoch and the first
+    after a validation are left out: their interval holds set-up or validation time."""
+
+    def __init__(self) -> None:
+        self.last_update_end: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The first interval of an epoch would include set-up time."""
+        self.last_update_end = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The next interval would include validation."""
+        self.last_update_end = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Batch, _: int
+    ) -> None:
+        """Log this update's target tokens per second."""
+        now = time.perf_counter()
+        if self.last_update_end is not None:
+            tokens = (batch.tgt_out != PAD_ID).sum()  # a tensor: no host sync until logged
+            rate = tokens / (now - self.last_update_end)
+            pl_module.log("train/tgt_tokens_per_s", rate, batch_size=len(batch))
+        self.last_update_end = now
+
+
+class SkipNonFiniteUpdates(L.Callback):
+    """Skips an update whose loss or gradient norm is not finite; too many in a row stop training.
+
+    Runs after the other callbacks' `on_before_optimizer_step` (gradient health logs the bad
+    gradients first) and before clipping. Dropping every gradient makes the optimizer leave
+    weights and moments as they are. Counts are kept in checkpoints.
+
+    Args:
+        max_in_a_row: this many skipped updates in a row stop training with an error.
+    """
+
+    def __init__(self, max_in_a_row: int = 5) -> None:
+        self.max_in_a_row = max_in_a_row
+        self.skipped = 0
+        self.in_a_row = 0
+        self.loss: torch.Tensor | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """The counts, kept in checkpoints."""
+        return {"skipped": self.skipped, "in_a_row": self.in_a_row}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Restore the counts of a resumed run."""
+        self.skipped, self.in_a_row = state_dict["skipped"], state_dict["in_a_row"]
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        """Remember this update's loss."""
+        self.loss = loss.detach()
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Drop every gradient of an update whose loss or gradient norm is not finite."""
+        finite = bool(torch.isfinite(GradientNorms.of(pl_module.named_parameters()).total))
+        if self.loss is not None:
+            finite = finite and bool(torch.isfinite(self.loss))
+        # every rank must agree, or DDP replicas would drift apart
+        if trainer.strategy.reduce_boolean_decision(finite, all=True):
+            self.in_a_row = 0
+            return
+        for parameter in pl_module.parameters():
+            parameter.grad = None
+        self.skipped += 1
+        self.in_a_row += 1
+        pl_module.log("train/skipped_steps", float(self.skipped), reduce_fx="max")
+        rank_zero_warn(
+            f"step {trainer.global_step}: non-finite loss or gradient norm, update skipped "
+            f"({self.in_a_row} in a row, {self.skipped} in all)"
+        )
+        if self.in_a_row >= self.max_in_a_row:
+            raise Seq2SeqError(
+                f"training stopped at step {trainer.global_step}: {self.in_a_row} updates"
+                " in a row had a non-finite loss or gradient norm; lower the learning rate or"
+                " check the data"
+            )
+
+
 class GradientHealth(L.Callback):
     """Makes vanishing and exploding gradients visible while training.
 
-    Every update (cheap: the norms are computed once, shared with the module's non-finite check)
-    it counts whether clipping fires; every `every_n_steps` updates it logs, under `grad/`:
-    the global L2 norm before clipping (what `clip_grad_norm_` returns), whether this update was
-    clipped and the running fraction of clipped updates, the norm of each part of the model
-    (embeddings, encoder, attention, decoder, output) and the non-finite counts.
+    Every update it counts whether clipping fires (one pass over the gradients); every
+    `every_n_steps` updates it logs, under `grad/`: the global L2 norm before clipping (what
+    `clip_grad_norm_` returns), whether this update was clipped and the running fraction of
+    clipped updates, the norm of each part of the model (embeddings, encoder, attention,
+    decoder, output) and the non-finite counts.
 
     Every `probe_every_n_steps` updates (and before the first) it measures gradient flow through
     time on a fixed probe batch: ||dL/dh(t)|| of the top encoder layer's states at every source
@@ -58,6 +150,7 @@ class GradientHealth(L.Callback):
         self.flows: dict[int, torch.Tensor] = {}  # global step -> (D, S) mean ||dL/dh(t)||
 
     def state_dict(self) -> dict[str, int]:
+        """The running counts, kept in checkpoints."""
         return {
             "updates": self.updates,
             "clipped_updates": self.clipped_updates,
@@ -65,6 +158,7 @@ class GradientHealth(L.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Restore the counts of a resumed run."""
         self.updates = state_dict["updates"]
         self.clipped_updates = state_dict["clipped_updates"]
         self.nonfinite_updates = state_dict["nonfinite_updates"]
@@ -72,9 +166,10 @@ class GradientHealth(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        """Count this update and, every `every_n_steps`, log its gradient norms."""
         if self.every_n_steps <= 0:
             return
-        norms = _gradient_norms(pl_module)
+        norms = GradientNorms.of(pl_module.named_parameters())
         total = float(norms.total)
         clip = trainer.gradient_clip_val
         by_norm = trainer.gradient_clip_algorithm in (None, "norm")  # None: Lightning's default
@@ -100,6 +195,7 @@ class GradientHealth(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, batch_idx: int
     ) -> None:
+        """Take the probe batch from the first training batch, and probe before any update."""
         if self.probe is None and self.every_n_steps > 0 and self.probe_every_n_steps > 0:
             self.probe = batch.head(self.probe_sentences)
             self._probe(trainer, pl_module)  # the flow before the first update
@@ -107,6 +203,7 @@ class GradientHealth(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Batch, _: int
     ) -> None:
+        """Probe every `probe_every_n_steps` updates."""
         if self.probe is not None and trainer.global_step % self.probe_every_n_steps == 0:
             self._probe(trainer, pl_module)
 
@@ -141,19 +238,13 @@ class GradientHealth(L.Callback):
                 curves[f"step {step}, {direction}"] = self.flows[step][d].numpy()
         # not trainer.log_dir: it broadcasts, and only rank zero gets here
         logger = trainer.loggers[0] if trainer.loggers else None
-        directory = Path(getattr(logger, "log_dir", None) or trainer.default_root_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_directory(getattr(logger, "log_dir", None) or trainer.default_root_dir)
         plot_gradient_flow(
             curves,
             directory / "grad_flow.png",
             xlabel="source position t",
             title="encoder ||dL/dh(t)||, probe batch",
         )
-
-
-def _gradient_norms(pl_module: L.LightningModule) -> GradientNorms:
-    shared = getattr(pl_module, "gradient_norms", None)
-    return shared() if shared is not None else GradientNorms.of(pl_module.named_parameters())
 
 
 def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
@@ -180,16 +271,19 @@ class CheckpointOnInterrupt(L.Callback):
         self._previous_handlers: dict[signal.Signals, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Catch SIGINT and SIGTERM while training."""
         if _in_main_thread():
             for signum in STOP_SIGNALS:
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Give the signals back to their previous handlers."""
         self._restore_handlers()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        """Give the signals back to their previous handlers."""
         self._restore_handlers()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -204,6 +298,7 @@ class CheckpointOnInterrupt(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, _: int
     ) -> None:
+        """After a signal (on any rank): save `last.ckpt` and exit with 128 + its number."""
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         path = _last_checkpoint_path(trainer)
@@ -237,7 +332,7 @@ class PredictionWriter(BasePredictionWriter):
     """Writes `train.py predict` output: one translation per line, in input order.
 
     Every rank writes its own share (`<output>.rank<r>`, JSON lines of index and text); after a
-    barrier rank zero merges the shares by index into `<output>` through a temporary file and
+    barrier rank zero merges the shares by index into `<output>` (through `atomic_write`) and
     removes them, so the result is complete or absent, never half-written.
 
     Args:
@@ -255,9 +350,10 @@ class PredictionWriter(BasePredictionWriter):
         predictions: list[Any],
         batch_indices: list[Any],
     ) -> None:
+        """Write this rank's share, then rank zero merges all shares in input order."""
         share = self.output.with_name(f"{self.output.name}.rank{trainer.global_rank}")
-        share.parent.mkdir(parents=True, exist_ok=True)
-        with share.open("w", encoding="utf-8") as out:
+        make_directory(share.parent)
+        with atomic_write(share) as out:
             for batch in predictions:
                 for index, text in batch:
                     out.write(json.dumps([index, text], ensure_ascii=False) + "\n")
@@ -273,10 +369,7 @@ class PredictionWriter(BasePredictionWriter):
             for line in share.read_text(encoding="utf-8").splitlines():
                 index, text = json.loads(line)
                 translations[index] = text
-        temporary = self.output.with_name(f".{self.output.name}.{os.getpid()}")
-        temporary.write_text(
-            "".join(translations[i] + "\n" for i in range(len(translations))), encoding="utf-8"
-        )
-        temporary.replace(self.output)
+        with atomic_write(self.output) as out:
+            out.write("".join(translations[i] + "\n" for i in range(len(translations))))
         for share in shares:
             share.unlink()

@@ -24,16 +24,15 @@ from seq2seq.data.corpus import (
     CorpusFiles,
     FingerprintMemo,
     PairFilter,
+    ParallelCorpus,
     count_aligned_pairs,
-    read_lines,
 )
-from seq2seq.data.multi30k import multi30k_splits
+from seq2seq.data.multi30k import Multi30k
 from seq2seq.data.sampler import TokenBatchSampler
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 from seq2seq.errors import Seq2SeqError
-
-Split = Literal["train", "val", "test"]
-MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
+from seq2seq.files import read_lines
+from seq2seq.plain import from_plain, to_plain
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,9 @@ class TranslationDataModule(L.LightningDataModule):
     Args:
         src_lang: source language code; also the file suffix of source files.
         tgt_lang: target language code; also the file suffix of target files.
-        corpus: `multi30k` (found locally or downloaded) or `files` (the paths below).
-        multi30k_dir: local Multi30k directory; default `$SEQ2SEQ_MULTI30K_DIR`, else download.
-        train: training corpora as path prefixes (`data/train` -> `data/train.de`), concatenated.
-        val: validation corpus prefix.
-        test: test corpus prefix.
+        corpus: where the corpora come from: `Multi30k` (found locally or downloaded) or
+            `Files` (a user's own: `--data.corpus Files --data.corpus.train '[corpora/train]'
+            --data.corpus.val corpora/dev`).
         data_dir: working directory for downloads, tokenizers and encoded caches.
         vocab_size: SentencePiece pieces per vocabulary (special ids included).
         tokenizer_type: SentencePiece algorithm, `unigram` or `bpe`.
@@ -76,11 +73,7 @@ class TranslationDataModule(L.LightningDataModule):
         self,
         src_lang: str = "de",
         tgt_lang: str = "en",
-        corpus: Literal["multi30k", "files"] = "multi30k",
-        multi30k_dir: str | None = None,
-        train: list[str] | None = None,
-        val: str | None = None,
-        test: str | None = None,
+        corpus: ParallelCorpus = Multi30k(),
         data_dir: str = "data",
         vocab_size: int = 8000,
         tokenizer_type: Literal["unigram", "bpe"] = "unigram",
@@ -89,14 +82,16 @@ class TranslationDataModule(L.LightningDataModule):
         byte_fallback: bool = True,
         max_length: int = 100,
         max_length_ratio: float = 3.0,
-        max_tokens: int = 2000,
-        eval_max_tokens: int = 4000,
+        max_tokens: int = 2400,
+        eval_max_tokens: int = 6000,
         seed: int = 1,
         encode_workers: int = 2,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.corpus = from_plain(ParallelCorpus, corpus)
+        self.save_hyperparameters(ignore="corpus")
+        self.hparams["corpus"] = to_plain(self.corpus)  # checkpoints hold plain types only
         if max_tokens < max_length + 1:
             raise Seq2SeqError(
                 f"max_tokens {max_tokens} cannot hold a pair of max_length {max_length}"
@@ -123,6 +118,7 @@ class TranslationDataModule(L.LightningDataModule):
                 rank_zero_info(encoded.report.summary("train corpus"))
 
     def setup(self, stage: str | None = None) -> None:
+        """Open the tokenizer and the encoded splits `stage` needs (every rank)."""
         plan = self._plan()
         if not (plan.tokenizer_dir / "ready").is_file():
             raise Seq2SeqError(f"no tokenizer in {plan.tokenizer_dir}: run prepare_data first")
@@ -138,12 +134,15 @@ class TranslationDataModule(L.LightningDataModule):
                 self.datasets[split] = WithReferences(encoded, references)
 
     def train_dataloader(self) -> DataLoader:
+        """Length-bucketed, token-bounded training batches, reshuffled every epoch."""
         return self._loader("train", self.hparams.max_tokens, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation batches with their original reference lines."""
         return self._loader("val", self.hparams.eval_max_tokens, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        """Test batches with their original reference lines."""
         return self._loader("test", self.hparams.eval_max_tokens, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
@@ -204,21 +203,7 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _corpora(self) -> dict[str, list[CorpusFiles]]:
         hp = self.hparams
-        if hp.corpus == "multi30k":
-            splits = multi30k_splits(hp.src_lang, hp.tgt_lang, hp.multi30k_dir, hp.data_dir)
-            return {split: [splits[name]] for split, name in MULTI30K_SPLITS.items()}
-        if not hp.train:
-            raise Seq2SeqError("corpus 'files' needs at least one training corpus (train)")
-        prefixes = {
-            "train": hp.train,
-            "val": [hp.val] if hp.val else [],
-            "test": [hp.test] if hp.test else [],
-        }
-        return {
-            split: [CorpusFiles.from_prefix(p, hp.src_lang, hp.tgt_lang) for p in names]
-            for split, names in prefixes.items()
-            if names
-        }
+        return self.corpus.splits(hp.src_lang, hp.tgt_lang, Path(hp.data_dir))
 
     def _load_or_train_tokenizer(self, plan: _Plan) -> Tokenizer:
         ready = plan.tokenizer_dir / "ready"

@@ -9,6 +9,7 @@ what LightningCLI gives, it
 - leaves distribution of batches to the data module's sampler (`use_distributed_sampler`
   false), which keeps length buckets and gives every rank as many batches;
 - always runs the gradient-health callback (`--gradient_health.every_n_steps 0` turns it off),
+  skips non-finite updates (`--skip_nonfinite.max_in_a_row`), logs target tokens per second,
   saves a resumable `last.ckpt` on Ctrl-C, writes checkpoints atomically and loads them with
   `weights_only=True` (seq2seq/checkpoint.py);
 - `--test_after_fit true` tests the best checkpoint when training ends and prints test BLEU;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from jsonargparse import ArgumentError
@@ -34,23 +36,53 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from seq2seq.allocator import keep_freed_memory
-from seq2seq.callbacks import CheckpointOnInterrupt, GradientHealth
-from seq2seq.checkpoint import SafeCheckpointIO, load_checkpoint
-from seq2seq.data.corpus import make_directory
+from seq2seq.callbacks import (
+    CheckpointOnInterrupt,
+    GradientHealth,
+    SkipNonFiniteUpdates,
+    TargetTokenThroughput,
+)
+from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.datamodule import TranslationDataModule
 from seq2seq.errors import Seq2SeqError, one_line
+from seq2seq.files import make_directory
 from seq2seq.lit_module import TranslationModule
 from seq2seq.model.autocast import has_fast_bf16
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
+class SafeCheckpointIO(CheckpointIO):
+    """Lightning's checkpoint I/O through seq2seq's atomic save and weights-only load."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        """Save atomically (seq2seq.checkpoint.save_checkpoint)."""
+        save_checkpoint(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Load with weights_only=True; a clear error for a bad file."""
+        return load_checkpoint(path, map_location if map_location is not None else "cpu")
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        """Delete a checkpoint the callback no longer keeps."""
+        Path(path).unlink(missing_ok=True)
+
+
 class TranslationCLI(LightningCLI):
+    """LightningCLI with seq2seq's links, defaults, callbacks and checkpoint I/O."""
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """The data -> model links, seq2seq's callbacks and `--test_after_fit`."""
         parser.link_arguments("data.vocab_size", "model.architecture.src_vocab_size")
         parser.link_arguments("data.vocab_size", "model.architecture.tgt_vocab_size")
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+        # in this order: gradient health logs an update's gradients before a skip drops them
         parser.add_lightning_class_args(GradientHealth, "gradient_health")
+        parser.add_lightning_class_args(SkipNonFiniteUpdates, "skip_nonfinite")
         parser.add_argument(
             "--test_after_fit", type=bool, default=False, help="test the best checkpoint after fit"
         )
@@ -64,6 +96,7 @@ class TranslationCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The Trainer with seq2seq's loggers, checkpoint I/O and callbacks."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         root = trainer_config.get("default_root_dir") or "."
         make_directory(root)
@@ -86,13 +119,14 @@ class TranslationCLI(LightningCLI):
                 "bf16-mixed on a CPU without AMX or AVX-512 BF16: bf16 is emulated here and"
                 " many times slower than --trainer.precision 32-true"
             )
-        trainer.callbacks.append(CheckpointOnInterrupt())
+        trainer.callbacks += [TargetTokenThroughput(), CheckpointOnInterrupt()]
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         return trainer
 
     def after_fit(self) -> None:
+        """With `--test_after_fit`: test the best checkpoint and print test BLEU."""
         if self.config[self.subcommand].test_after_fit:
             has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
             self.trainer.test(
@@ -120,6 +154,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI
 
 
 def main(args: list[str] | None = None) -> None:
+    """`train.py`: run the subcommand; a user error is one line and exit status 1."""
     keep_freed_memory()
     try:
         build_cli(args)

@@ -6,7 +6,8 @@ import torch
 
 from seq2seq.cli import main
 from seq2seq.data.batch import Batch
-from seq2seq.data.corpus import CorpusFiles
+from seq2seq.data.corpus import CorpusFiles, Files, ParallelCorpus
+from seq2seq.data.multi30k import Multi30k
 from seq2seq.datamodule import TranslationDataModule
 from seq2seq.errors import Seq2SeqError
 from tests.conftest import TINY_VOCAB_SIZE
@@ -17,10 +18,7 @@ def tiny_datamodule(
 ) -> TranslationDataModule:
     root = Path(tiny_corpus["train"].src).parent
     options = dict(
-        corpus="files",
-        train=[str(root / "train")],
-        val=str(root / "val"),
-        test=str(root / "test"),
+        corpus=Files([str(root / "train")], str(root / "val"), str(root / "test")),
         data_dir=str(tmp_path / "work"),
         vocab_size=TINY_VOCAB_SIZE,
         max_tokens=300,
@@ -62,7 +60,36 @@ def test_setup_before_prepare_is_a_clear_error(tiny_corpus, tmp_path: Path) -> N
 
 def test_files_corpus_needs_training_data(tmp_path: Path) -> None:
     with pytest.raises(Seq2SeqError, match="needs at least one training corpus"):
-        TranslationDataModule(corpus="files", data_dir=str(tmp_path)).prepare_data()
+        TranslationDataModule(corpus=Files(train=[]), data_dir=str(tmp_path)).prepare_data()
+
+
+class Reversed(ParallelCorpus):
+    """A corpus format the toolkit does not have: another format's corpora, sides swapped."""
+
+    def __init__(self, inner: Files) -> None:
+        self.inner = inner
+
+    def splits(self, src_lang: str, tgt_lang: str, data_dir: Path) -> dict:
+        swapped = self.inner.splits(src_lang, tgt_lang, data_dir)
+        return {split: [CorpusFiles(c.tgt, c.src) for c in cs] for split, cs in swapped.items()}
+
+
+def test_a_new_corpus_format_is_one_class(tiny_corpus, tmp_path: Path) -> None:
+    root = Path(tiny_corpus["train"].src).parent
+    inner = Files([str(root / "train")], str(root / "val"))
+    datamodule = tiny_datamodule(tiny_corpus, tmp_path, corpus=Reversed(inner))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    _, _, index, reference = datamodule.datasets["val"][0]
+    assert (index, reference) == (0, (root / "val.de").read_text().splitlines()[0])
+
+
+def test_the_corpus_is_stored_as_plain_types(tiny_corpus, tmp_path: Path) -> None:
+    datamodule = tiny_datamodule(tiny_corpus, tmp_path)
+    assert datamodule.hparams["corpus"]["class_path"] == "seq2seq.data.corpus.Files"
+    rebuilt = TranslationDataModule(**datamodule.hparams)
+    assert rebuilt.corpus == datamodule.corpus
+    assert TranslationDataModule().corpus == Multi30k()
 
 
 def test_budget_must_hold_the_longest_pair() -> None:
@@ -76,7 +103,9 @@ def test_everything_filtered_is_a_clear_error(tiny_corpus, tmp_path: Path) -> No
 
 
 def test_multi30k_statistics(multi30k_dir: Path, tmp_path: Path) -> None:
-    datamodule = TranslationDataModule(multi30k_dir=str(multi30k_dir), data_dir=str(tmp_path))
+    datamodule = TranslationDataModule(
+        corpus=Multi30k(str(multi30k_dir)), data_dir=str(tmp_path)
+    )
     datamodule.prepare_data()
     datamodule.setup()
     statistics = datamodule.statistics()
@@ -95,10 +124,10 @@ def test_prepare_command_prints_statistics(tiny_corpus, tmp_path: Path, capsys) 
         [
             "prepare",
             "--data.corpus",
-            "files",
-            "--data.train",
+            "Files",
+            "--data.corpus.train",
             f"[{root / 'train'}]",
-            "--data.val",
+            "--data.corpus.val",
             str(root / "val"),
             "--data.data_dir",
             str(tmp_path / "w"),
@@ -121,8 +150,8 @@ def test_prepare_command_reports_bad_input_in_one_line(tmp_path: Path, capsys) -
             [
                 "prepare",
                 "--data.corpus",
-                "files",
-                "--data.train",
+                "Files",
+                "--data.corpus.train",
                 f"[{tmp_path / 't'}]",
                 "--data.data_dir",
                 str(tmp_path / "w"),
@@ -136,7 +165,7 @@ def test_prepare_command_reports_bad_input_in_one_line(tmp_path: Path, capsys) -
 
 
 def test_evaluation_batches_carry_the_original_references(tiny_corpus, tmp_path: Path) -> None:
-    from seq2seq.data.corpus import read_lines
+    from seq2seq.files import read_lines
 
     datamodule = tiny_datamodule(tiny_corpus, tmp_path)
     datamodule.prepare_data()

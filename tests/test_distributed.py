@@ -34,9 +34,9 @@ def test_two_ranks_train_identically_and_validate_like_one(tmp_path: Path) -> No
     # the learning rate falls with wall-clock time from the first update: ranks read their own
     # clocks, so they stay identical only if they all use rank 0's reading
     time_budget = {
-        "model.scheduler": "budget",
-        "model.warmup_steps": 0,
-        "model.decay_fraction": 1.0,
+        "model.scheduler": "Budget",
+        "model.scheduler.warmup_steps": 0,
+        "model.scheduler.decay_fraction": 1.0,
         "trainer.max_time": "00:00:05:00",
         "trainer.limit_val_batches": 0,
     }

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq.checkpoint import PARTIAL_SUFFIX, load_checkpoint, save_checkpoint
+from seq2seq.callbacks import SkipNonFiniteUpdates
+from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import main as seq2seq_main
 from seq2seq.errors import Seq2SeqError
+from seq2seq.files import TEMPORARY_SUFFIX
 from seq2seq.lightning_cli import build_cli, main
 from tests.training_helpers import RunsCode, reversal_corpus, tiny_run_args
 
@@ -62,7 +64,8 @@ def test_non_finite_update_is_skipped_and_counted(corpus: Path, tmp_path: Path, 
         snapshots.before[5]["model.decoder.bridge.weight"],
         snapshots.after[5]["model.decoder.bridge.weight"],
     )  # then on it goes
-    assert cli.model.skipped_steps == 1 and cli.trainer.global_step == 7
+    skipping = next(c for c in cli.trainer.callbacks if isinstance(c, SkipNonFiniteUpdates))
+    assert skipping.skipped == 1 and cli.trainer.global_step == 7
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert all(v.isfinite().all() for v in saved["state_dict"].values())
 
@@ -79,7 +82,7 @@ def test_too_many_non_finite_updates_in_a_row_stop_training(
         tmp_path,
         **{
             "trainer.max_steps": 20,
-            "model.max_nonfinite_steps": 3,
+            "skip_nonfinite.max_in_a_row": 3,
             "trainer.callbacks.every_n_train_steps": 1,
         },
     )
@@ -105,7 +108,7 @@ def test_non_finite_weights_are_never_saved(corpus: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "bad.ckpt").exists()
 
 
-def test_save_interrupted_midway_leaves_the_previous_file_whole(
+def test_save_interrupted_midway_leaves_the_previous_file_whole_and_no_debris(
     tmp_path: Path, monkeypatch
 ) -> None:
     path = tmp_path / "last.ckpt"
@@ -119,27 +122,19 @@ def test_save_interrupted_midway_leaves_the_previous_file_whole(
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
-    assert (tmp_path / f"last.ckpt{PARTIAL_SUFFIX}").exists()
-
-
-@pytest.fixture(scope="module")
-def trained(corpus: Path, tmp_path_factory) -> Path:
-    """A checkpoint of a few updates."""
-    work = tmp_path_factory.mktemp("trained")
-    fit(corpus, work, [], **{"trainer.max_steps": 3})
-    return work / "run" / "checkpoints" / "last.ckpt"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # the temporary file is gone
 
 
 def test_checkpoint_with_a_pickle_payload_is_refused_and_the_payload_never_runs(
-    trained: Path, corpus: Path, tmp_path: Path, capsys
+    trained, corpus: Path, tmp_path: Path, capsys
 ) -> None:
     marker = tmp_path / "payload-ran"
-    checkpoint = torch.load(trained, weights_only=True)
+    checkpoint = torch.load(trained.checkpoint, weights_only=True)
     checkpoint["hyper_parameters"]["innocent"] = RunsCode(marker)
     evil = tmp_path / "evil.ckpt"
     torch.save(checkpoint, evil)
     with pytest.raises(SystemExit):
-        seq2seq_main(["translate", "--checkpoint", str(evil), "--input", str(trained)])
+        seq2seq_main(["translate", "--checkpoint", str(evil), "--input", str(trained.checkpoint)])
     with pytest.raises(SystemExit):
         main(["fit", *tiny_run_args(corpus, tmp_path), f"--ckpt_path={evil}"])
     with pytest.raises(SystemExit):
@@ -154,10 +149,11 @@ def test_checkpoint_with_a_pickle_payload_is_refused_and_the_payload_never_runs(
 
 
 def test_truncated_checkpoint_is_a_clear_error(
-    trained: Path, corpus: Path, tmp_path: Path, capsys
+    trained, corpus: Path, tmp_path: Path, capsys
 ) -> None:
     truncated = tmp_path / "truncated.ckpt"
-    truncated.write_bytes(trained.read_bytes()[: trained.stat().st_size // 2])
+    size = trained.checkpoint.stat().st_size
+    truncated.write_bytes(trained.checkpoint.read_bytes()[: size // 2])
     with pytest.raises(SystemExit):
         main(["fit", *tiny_run_args(corpus, tmp_path), f"--ckpt_path={truncated}"])
     with pytest.raises(SystemExit):
@@ -229,8 +225,8 @@ def test_sigkill_at_arbitrary_moments_then_resume_finishes(corpus: Path, tmp_pat
     )
     process = train_process(corpus, tmp_path, f"--trainer.plugins={kill_in_save}", resume=True)
     assert process.wait() == -signal.SIGKILL
-    partial = tmp_path / "run" / "checkpoints" / f"last.ckpt{PARTIAL_SUFFIX}"
-    assert partial.exists()  # the save was cut short before its rename ...
+    partial = list((tmp_path / "run" / "checkpoints").glob(f".last.ckpt.*{TEMPORARY_SUFFIX}"))
+    assert partial  # the save was cut short before its rename ...
     assert saved_step(tmp_path) >= before_save_kill  # ... and last.ckpt is whole and loads
     process = train_process(corpus, tmp_path, resume=True)
     _, errors = process.communicate(timeout=300)

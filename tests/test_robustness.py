@@ -42,35 +42,42 @@ class Outcome:
 
 
 T, TR, EV, SC = "train.py", "translate", "evaluate", "score"
-TRAIN = ("--data.train=[{w}/good]",)
+TRAIN = ("--data.corpus.train=[{w}/good]",)
 CASES = [
-    Case(T, "missing file", ("--data.train=[{w}/missing]",), expect="file not found"),
+    Case(
+        T, "missing file", ("--data.corpus.train=[{w}/missing]",), expect="file not found"
+    ),
     Case(
         T,
         "a directory where a file is expected",
-        ("--data.train=[{w}/dir]",),
+        ("--data.corpus.train=[{w}/dir]",),
         expect="expected a file but found a directory",
     ),
-    Case(T, "empty corpus", ("--data.train=[{w}/empty]",), expect="corpus is empty"),
-    Case(T, "binary / non-UTF-8 bytes", ("--data.train=[{w}/binary]",), expect="not valid UTF-8"),
+    Case(T, "empty corpus", ("--data.corpus.train=[{w}/empty]",), expect="corpus is empty"),
+    Case(
+        T,
+        "binary / non-UTF-8 bytes",
+        ("--data.corpus.train=[{w}/binary]",),
+        expect="not valid UTF-8",
+    ),
     Case(
         T,
         "CRLF line endings",
-        ("--data.train=[{w}/crlf]",),
+        ("--data.corpus.train=[{w}/crlf]",),
         handled=True,
         note="trains; line ends stripped",
     ),
     Case(
         T,
         "a 10,000-token line",
-        ("--data.train=[{w}/long]",),
+        ("--data.corpus.train=[{w}/long]",),
         handled=True,
         note="trains; the pair is dropped as too long and counted in the log",
     ),
     Case(
         T,
         "source and target of different lengths",
-        ("--data.train=[{w}/uneven]",),
+        ("--data.corpus.train=[{w}/uneven]",),
         expect="line counts differ",
     ),
     Case(
@@ -88,7 +95,7 @@ CASES = [
     Case(
         T,
         "learning-rate decay over more than the whole budget",
-        (*TRAIN, "--model.scheduler=budget", "--model.decay_fraction=1.5"),
+        (*TRAIN, "--model.scheduler=Budget", "--model.scheduler.decay_fraction=1.5"),
         expect="decay_fraction must lie in (0, 1]",
     ),
     Case(
@@ -254,8 +261,9 @@ CASES = [
 ]
 
 
-def make_workspace(work: Path) -> tuple[Path, Path]:
-    """Corpora good and bad, a trained checkpoint (vocabulary 40) and broken copies of it."""
+def make_workspace(work: Path, checkpoint: Path | None = None) -> tuple[Path, Path]:
+    """Corpora good and bad, a trained checkpoint (vocabulary 40; trained here for one update
+    unless given) and broken copies of it."""
     reversal_corpus(work / "corpus", train_pairs=300)
     good = (work / "corpus" / "train.de").read_text().splitlines()[:200]
     good_en = (work / "corpus" / "train.en").read_text().splitlines()[:200]
@@ -275,8 +283,10 @@ def make_workspace(work: Path) -> tuple[Path, Path]:
         (work / f"dir.{side}").mkdir()
     (work / "typo.yaml").write_text("model:\n  learnin_rate: 0.1\n")
     (work / "out").mkdir()
-    lightning_cli.main(["fit", *tiny_run_args(work / "corpus", work, **{"trainer.max_steps": 1})])
-    checkpoint = work / "run" / "checkpoints" / "last.ckpt"
+    if checkpoint is None:
+        one_update = tiny_run_args(work / "corpus", work, **{"trainer.max_steps": 1})
+        lightning_cli.main(["fit", *one_update])
+        checkpoint = work / "run" / "checkpoints" / "last.ckpt"
     (work / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:5000])
     evil = torch.load(checkpoint, weights_only=True)
     evil["hyper_parameters"]["note"] = RunsCode(work / "payload-ran")
@@ -326,8 +336,8 @@ def run(case: Case, work: Path, checkpoint: Path) -> Outcome:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[Case, Outcome]:
-    work, checkpoint = make_workspace(tmp_path_factory.mktemp("robustness"))
+def outcomes(tmp_path_factory, trained) -> dict[Case, Outcome]:
+    work, checkpoint = make_workspace(tmp_path_factory.mktemp("robustness"), trained.checkpoint)
     results = {case: run(case, work, checkpoint) for case in CASES}
     assert not (work / "payload-ran").exists()
     return results

@@ -1,10 +1,23 @@
 import io
 import math
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Timer
 
-from seq2seq.schedules import BudgetSchedule, inverse_sqrt_schedule, warmup_stable_decay
+from seq2seq.errors import Seq2SeqError
+from seq2seq.plain import from_plain
+from seq2seq.schedules import (
+    Budget,
+    BudgetSchedule,
+    InverseSqrt,
+    Schedule,
+    budget_spent,
+    build_optimizer,
+    inverse_sqrt_schedule,
+    warmup_stable_decay,
+)
 
 
 def test_inverse_sqrt_schedule() -> None:
@@ -81,3 +94,75 @@ def test_budget_schedule_refuses_a_decay_longer_than_the_budget() -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="decay_fraction"):
         BudgetSchedule(optimizer, lambda: 0.0, 0, decay_fraction=1.5, final_factor=0.0)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_optimizer_updates_like_the_default_one(name: str) -> None:
+    torch.manual_seed(0)
+    weights = [torch.randn(40, 30), torch.randn(30)]
+    gradients = [[torch.randn_like(w) for w in weights] for _ in range(5)]
+    results = []
+    for optimizer_of in (
+        lambda ps: build_optimizer(ps, name, 1e-3, 0.01),
+        lambda ps: (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(
+            ps, lr=1e-3, weight_decay=0.01, foreach=False
+        ),
+    ):
+        parameters = [torch.nn.Parameter(w.clone()) for w in weights]
+        optimizer = optimizer_of(parameters)
+        for step in gradients:
+            for parameter, gradient in zip(parameters, step, strict=True):
+                parameter.grad = gradient.clone()
+            optimizer.step()
+        results.append(parameters)
+    for fused, plain in zip(*results, strict=True):
+        torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-7)
+
+
+def test_budget_share_is_the_time_share_under_max_time(monkeypatch) -> None:
+    trainer = L.Trainer(max_time={"seconds": 200}, logger=False, enable_progress_bar=False)
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    spent = budget_spent(trainer)
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 50.0)
+    assert spent() == pytest.approx(0.25)
+
+
+def test_budget_share_is_the_larger_of_updates_and_time(monkeypatch) -> None:
+    trainer = L.Trainer(
+        max_steps=100, max_time={"seconds": 200}, logger=False, enable_progress_bar=False
+    )
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    spent = budget_spent(trainer)
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 50.0)
+    monkeypatch.setattr(type(trainer), "global_step", property(lambda self: 40))
+    assert spent() == pytest.approx(0.4)
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 120.0)
+    assert spent() == pytest.approx(0.6)
+
+
+def test_budget_schedule_without_a_budget_is_refused() -> None:
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_progress_bar=False)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    with pytest.raises(Seq2SeqError, match="the Budget schedule needs a budget"):
+        Budget().build(optimizer, trainer)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Budget(decay_fraction=0.0), "decay_fraction must lie in"),
+        (lambda: InverseSqrt(warmup_steps=0), "too small for InverseSqrt"),
+        (lambda: Budget(warmup_steps=-1), "too small for Budget"),
+    ],
+)
+def test_schedule_settings_are_checked(make, message: str) -> None:
+    with pytest.raises(Seq2SeqError, match=message):
+        make()
+
+
+def test_schedules_rebuild_from_their_plain_form_only_as_schedules() -> None:
+    plain = {"class_path": "seq2seq.schedules.Budget", "init_args": {"decay_fraction": 0.5}}
+    assert from_plain(Schedule, plain) == Budget(decay_fraction=0.5)
+    assert from_plain(Schedule, {"class_path": "Budget"}) == Budget()
+    with pytest.raises(Seq2SeqError, match=r"unknown Schedule 'os\.system'"):
+        from_plain(Schedule, {"class_path": "os.system", "init_args": {"command": "true"}})

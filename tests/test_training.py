@@ -1,7 +1,6 @@
 """Training through `train.py`'s command line: learning, resumption, self-contained checkpoints."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -9,11 +8,15 @@ import torch
 import yaml
 
 from seq2seq import lightning_cli
-from seq2seq.data.batch import collate
-from seq2seq.decoding.search import SearchOptions
+from seq2seq.data.corpus import Files
 from seq2seq.lightning_cli import build_cli, main
 from seq2seq.lit_module import TranslationModule
+from seq2seq.translator import Translator
 from tests.training_helpers import reversal_corpus, tiny_run_args
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REFERENCE = str(CONFIGS / "multi30k_de_en.yaml")
+OVERLAYS = ["quick.yaml", "large.yaml", "bf16.yaml", "ddp.yaml"]
 
 QUICK_STEPS = 200  # about one epoch of Multi30k at the quick config's batch size
 QUICK_MIN_BLEU = 3.5  # measured 7.00 after 200 steps; the broken-init model scored 0.0
@@ -24,30 +27,24 @@ def corpus(tmp_path: Path) -> Path:
     return reversal_corpus(tmp_path / "corpus")
 
 
-def exact_match(module: TranslationModule, corpus: Path, split: str = "val") -> float:
+def exact_match(checkpoint: Path, corpus: Path, split: str = "val") -> float:
     sources = (corpus / f"{split}.de").read_text().splitlines()
     targets = (corpus / f"{split}.en").read_text().splitlines()
-    ids = module.tokenizer.encode_src(sources)
-    batch = collate(
-        [(torch.tensor(s).numpy(), torch.tensor([]).numpy(), i) for i, s in enumerate(ids)]
-    )
-    module.eval()
-    hypotheses = module.translate_batch(batch, SearchOptions(beam_size=1))
+    hypotheses = Translator.from_checkpoint(checkpoint).translate(sources, beam_size=1)
     return sum(h == t for h, t in zip(hypotheses, targets, strict=True)) / len(targets)
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_learns_to_reverse_word_sequences(precision: str, corpus: Path, tmp_path: Path) -> None:
-    """A learning test: at least 95% exact match with greedy decoding within 600 updates, in
-    fp32 and under bf16 autocast (with the fused optimizer and gradient clipping of both)."""
+def test_learns_to_reverse_word_sequences_under_bf16(corpus: Path, tmp_path: Path) -> None:
+    """A learning test: at least 95% exact match with greedy decoding within 600 updates under
+    bf16 autocast, with the fused optimizer and gradient clipping (fp32: the session's trained
+    model, tests/test_translate.py)."""
     settings = {
         "trainer.max_steps": 600,
         "trainer.limit_val_batches": 0,
-        "trainer.precision": precision,
+        "trainer.precision": "bf16-mixed",
     }
     main(["fit", *tiny_run_args(corpus, tmp_path, **settings)])
-    module = TranslationModule.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt")
-    assert exact_match(module, corpus) >= 0.95
+    assert exact_match(tmp_path / "run/checkpoints/last.ckpt", corpus) >= 0.95
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])
@@ -69,10 +66,10 @@ def test_budget_schedule_anneals_to_the_floor_at_the_last_update(
         "trainer.max_steps": 20,
         "trainer.limit_val_batches": 0,
         "model.learning_rate": 0.005,
-        "model.scheduler": "budget",
-        "model.warmup_steps": 0,
-        "model.decay_fraction": 0.5,
-        "model.min_learning_rate": 0.0005,
+        "model.scheduler": "Budget",
+        "model.scheduler.warmup_steps": 0,
+        "model.scheduler.decay_fraction": 0.5,
+        "model.scheduler.min_learning_rate": 0.0005,
     }
     main(
         [
@@ -89,7 +86,7 @@ def test_budget_schedule_anneals_to_the_floor_at_the_last_update(
     assert used == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("scheduler", ["inverse_sqrt", "budget"])
+@pytest.mark.parametrize("scheduler", ["InverseSqrt", "Budget"])
 def test_resumed_run_matches_an_uninterrupted_one_step_for_step(
     corpus: Path, tmp_path: Path, scheduler: str
 ) -> None:
@@ -105,8 +102,8 @@ def test_resumed_run_matches_an_uninterrupted_one_step_for_step(
                 "model.architecture.dropout": 0.3,
                 "model.architecture.recurrent_dropout": 0.2,
                 "model.scheduler": scheduler,
-                "model.warmup_steps": 5,
-                "model.decay_fraction": 0.5,
+                "model.scheduler.warmup_steps": 5,
+                **({"model.scheduler.decay_fraction": 0.5} if scheduler == "Budget" else {}),
             },
         )
         losses = work / f"losses_{name}.json"
@@ -131,26 +128,6 @@ def test_resumed_run_matches_an_uninterrupted_one_step_for_step(
         assert loss == pytest.approx(straight[step], rel=1e-6, abs=1e-6)
     checkpoint = torch.load(tmp_path / "resumed/run/checkpoints/last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 12
-
-
-def test_checkpoint_alone_translates(corpus: Path, tmp_path: Path) -> None:
-    main(
-        [
-            "fit",
-            *tiny_run_args(
-                corpus, tmp_path, **{"trainer.max_steps": 30, "trainer.limit_val_batches": 0}
-            ),
-        ]
-    )
-    checkpoint = tmp_path / "run/checkpoints/last.ckpt"
-    before = exact_match(TranslationModule.load_from_checkpoint(checkpoint), corpus, "test")
-    kept = tmp_path / "kept"
-    shutil.copytree(corpus, kept)
-    shutil.rmtree(tmp_path / "data")
-    shutil.rmtree(corpus)
-    module = TranslationModule.load_from_checkpoint(checkpoint)
-    assert module.tokenizer is not None
-    assert exact_match(module, kept, "test") == before
 
 
 def test_validate_and_test_subcommands_report_bleu(corpus: Path, tmp_path: Path, capsys) -> None:
@@ -203,43 +180,67 @@ def test_validation_during_fit_scores_the_current_weights(corpus: Path, tmp_path
         assert during_fit[name] == pytest.approx(validated[name], abs=1e-4), name
 
 
-def test_print_config_round_trips(tmp_path: Path, capsys) -> None:
+def printed_config(capsys, *configs: str) -> dict:
+    """`train.py fit --print_config` of the reference config with `configs` stacked after it."""
+    arguments = ["fit", "--config", REFERENCE]
+    for config in configs:
+        arguments += ["--config", str(CONFIGS / config)]
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", "configs/quick.yaml", "--print_config"])
+        main([*arguments, "--print_config"])
     assert exit_info.value.code == 0
-    printed = capsys.readouterr().out
-    assert "decoder_hidden_size: 256" in printed
-    assert "src_vocab_size" not in printed  # derived: linked from data.vocab_size
-    (tmp_path / "printed.yaml").write_text(printed)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def differences(first: dict, second: dict, prefix: str = "") -> set[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = set(first) | set(second)
+    found = set()
+    for key in keys:
+        a, b = first.get(key), second.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found |= differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.add(f"{prefix}{key}")
+    return found
+
+
+def overlay_keys(config: str) -> set[str]:
+    """The dotted keys an overlay file sets."""
+    return differences(yaml.safe_load((CONFIGS / config).read_text()), {})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_changes_only_what_it_sets(overlay: str, capsys) -> None:
+    reference = printed_config(capsys)
+    stacked = printed_config(capsys, overlay)
+    changed = differences(reference, stacked)
+    assert changed and all(
+        any(key == set_key or key.startswith(set_key + ".") for set_key in overlay_keys(overlay))
+        for key in changed
+    ), changed
+
+
+def test_print_config_round_trips(tmp_path: Path, capsys) -> None:
+    printed = printed_config(capsys, "quick.yaml")
+    assert printed["model"]["architecture"]["decoder_hidden_size"] == 256
+    assert printed["model"]["scheduler"]["class_path"] == "seq2seq.schedules.Plateau"
+    assert "src_vocab_size" not in printed["model"]["architecture"]  # linked from the data
+    (tmp_path / "printed.yaml").write_text(yaml.safe_dump(printed))
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(tmp_path / "printed.yaml"), "--print_config"])
     assert exit_info.value.code == 0
 
 
-def test_large_config_overrides_only_the_sizes(capsys) -> None:
+def test_a_setting_the_chosen_schedule_does_not_read_is_refused(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "fit",
-                "--config",
-                "configs/multi30k_de_en.yaml",
-                "--config",
-                "configs/large.yaml",
-                "--print_config",
-            ]
-        )
-    assert exit_info.value.code == 0
-    printed = yaml.safe_load(capsys.readouterr().out)
-    architecture = printed["model"]["architecture"]
-    assert (architecture["decoder_layers"], architecture["decoder_hidden_size"]) == (2, 1024)
-    assert (architecture["encoder_layers"], architecture["encoder_hidden_size"]) == (2, 512)
-    assert architecture["layer_norm"] and architecture["dropout"] == 0.2  # the reference's
-    assert printed["trainer"]["default_root_dir"] == "runs/large"
+        main(["fit", "--config", REFERENCE, "--model.scheduler.patience=2", "--print_config"])
+    assert exit_info.value.code == 1
+    assert "patience" in capsys.readouterr().err
 
 
 def test_misspelt_option_is_refused(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", "configs/quick.yaml", "--model.architecture.hiden_size=3"])
+        main(["fit", "--config", REFERENCE, "--model.architecture.hiden_size=3"])
     assert exit_info.value.code != 0
     assert "hiden_size" in capsys.readouterr().err
 
@@ -251,8 +252,8 @@ def test_bad_data_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
         main(
             [
                 "fit",
-                "--data.corpus=files",
-                f"--data.train=[{tmp_path / 't'}]",
+                "--data.corpus=Files",
+                f"--data.corpus.train=[{tmp_path / 't'}]",
                 f"--data.data_dir={tmp_path / 'w'}",
                 f"--trainer.default_root_dir={tmp_path / 'r'}",
             ]
@@ -271,8 +272,10 @@ def test_quick_config_learns_multi30k(multi30k_dir: Path, tmp_path: Path) -> Non
         [
             "fit",
             "--config",
-            "configs/quick.yaml",
-            f"--data.multi30k_dir={multi30k_dir}",
+            REFERENCE,
+            "--config",
+            str(CONFIGS / "quick.yaml"),
+            f"--data.corpus.directory={multi30k_dir}",
             f"--data.data_dir={tmp_path / 'data'}",
             f"--trainer.default_root_dir={tmp_path / 'run'}",
             f"--trainer.max_steps={QUICK_STEPS}",
@@ -301,12 +304,10 @@ def test_predict_translates_every_test_sentence(corpus: Path, tmp_path: Path) ->
         ]
     )
     main(["predict", *tiny_run_args(corpus, tmp_path), "--ckpt_path=last"])  # the command runs
-    module = TranslationModule.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt")
+    checkpoint = tmp_path / "run/checkpoints/last.ckpt"
+    module = TranslationModule.load_from_checkpoint(checkpoint)
     datamodule = TranslationDataModule(
-        corpus="files",
-        train=[str(corpus / "train")],
-        val=str(corpus / "val"),
-        test=str(corpus / "test"),
+        corpus=Files([str(corpus / "train")], str(corpus / "val"), str(corpus / "test")),
         data_dir=str(tmp_path / "data"),
         vocab_size=40,
         byte_fallback=False,
@@ -317,4 +318,8 @@ def test_predict_translates_every_test_sentence(corpus: Path, tmp_path: Path) ->
     batches = trainer.predict(module, datamodule=datamodule)
     predictions = dict(pair for batch in batches for pair in batch)
     assert sorted(predictions) == list(range(100))
-    assert all(isinstance(text, str) for text in predictions.values())
+    sources = (corpus / "test.de").read_text().splitlines()
+    translated = Translator.from_checkpoint(checkpoint).translate(sources)  # the test search
+    # other batches than the Translator's: float rounding may break a rare near-tie differently
+    same = sum(predictions[i] == text for i, text in enumerate(translated))
+    assert same >= 95

@@ -11,8 +11,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from seq2seq import checkpoint as checkpoint_module
-from seq2seq.checkpoint import SafeCheckpointIO
+from seq2seq import files
+from seq2seq.lightning_cli import SafeCheckpointIO
 from tests.conftest import write_corpus
 
 REVERSAL_WORDS = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st", "uv", "wx"]
@@ -37,10 +37,10 @@ def reversal_corpus(root: Path, train_pairs: int = 3000, seed: int = 0) -> Path:
 def tiny_run_args(corpus: Path, work: Path, **overrides: object) -> list[str]:
     """`train.py fit` options for a small model on a corpus written by the helpers above."""
     options = {
-        "data.corpus": "files",
-        "data.train": f"[{corpus / 'train'}]",
-        "data.val": str(corpus / "val"),
-        "data.test": str(corpus / "test"),
+        "data.corpus": "Files",
+        "data.corpus.train": f"[{corpus / 'train'}]",
+        "data.corpus.val": str(corpus / "val"),
+        "data.corpus.test": str(corpus / "test"),
         "data.data_dir": str(work / "data"),
         "data.vocab_size": "40",
         "data.byte_fallback": "false",
@@ -52,7 +52,7 @@ def tiny_run_args(corpus: Path, work: Path, **overrides: object) -> list[str]:
         "model.architecture.decoder_hidden_size": "64",
         "model.architecture.attention_size": "32",
         "model.learning_rate": "0.005",
-        "model.scheduler": "none",
+        "model.scheduler": "Constant",
         "trainer.default_root_dir": str(work / "run"),
         "trainer.accelerator": "cpu",
         "trainer.devices": "1",
@@ -215,7 +215,7 @@ class KillDuringSave(SafeCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         self.saves += 1
         if self.saves == self.kill_at:
-            checkpoint_module.os.fsync = lambda descriptor: os.kill(os.getpid(), signal.SIGKILL)
+            files.os.fsync = lambda descriptor: os.kill(os.getpid(), signal.SIGKILL)
         super().save_checkpoint(checkpoint, path, storage_options)
 
 
