@@ -5,9 +5,9 @@ import os
 __version__ = "0.1.0"
 
 # bf16 GEMMs on CPU run through oneDNN, which keeps a compiled primitive per GEMM shape (1,024
-# by default, also in torch's ideep layer). Batches of varying shapes fill both caches: a
-# 35-minute bf16 reference run grew to 5.2 GB of RSS (fp32: flat at about 1.1 GB). At 64
-# entries the bf16 training loop stays flat at about 1.2 GB and no slower (docs/performance.md).
-# Read when oneDNN is first used, so this works after `import torch`; a user's setting wins.
+# by default, also in torch's ideep layer). Batches of varying shapes fill both caches and memory
+# grows for a whole run; at 64 entries a bf16 training run's memory stays flat and no slower
+# (docs/performance.md). Read when oneDNN is first used, so this works after `import torch`; a
+# user's setting wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 os.environ.setdefault("LRU_CACHE_CAPACITY", "64")

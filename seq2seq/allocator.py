@@ -2,13 +2,11 @@
 
 glibc's malloc serves blocks over its mmap threshold (at most 32 MiB) with fresh mmaps and
 unmaps them on free. A training step allocates several (N, V) tensors around the output layer
-(logits, log-probabilities, their gradients: 35-77 MB each at the reference batch), so every
+(logits, log-probabilities, their gradients: tens of MB each at the reference batch), so every
 step maps them anew and pays a page fault per 4 KiB page before any arithmetic; decoding does the
 same with its (B*K, V) log-probabilities. Serving every block from the heap and never trimming
-it lets the next step reuse the same pages: in one process, alternating the two settings, a
-reference training step ran 4-10% faster (fp32 and bf16) and search 12-17% faster; through
-train.py, 240 reference updates took 188 s instead of 198 s (10.4 million page faults instead
-of 0.38 million) for a peak RSS of 1,556 MiB instead of 1,432 (docs/performance.md).
+it lets the next step reuse the same pages, for somewhat more peak memory (bench/allocator.py
+measures both; docs/performance.md has the figures).
 
 The setting is process-wide, so the entry points (train.py, the `seq2seq` command, the
 benchmarks) apply it, never `import seq2seq`; SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc alone.

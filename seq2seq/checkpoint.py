@@ -29,6 +29,35 @@ from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 TOKENIZER_KEY = "seq2seq_tokenizer"
 MODEL_PREFIX = "model."  # TranslationModule keeps the Seq2Seq model as `self.model`
+# checkpoints from before schedules were classes: `scheduler: budget` and flat settings
+LEGACY_SCHEDULES = {
+    "budget": (
+        "Budget",
+        {
+            "warmup_steps": "warmup_steps",
+            "decay_fraction": "decay_fraction",
+            "min_learning_rate": "min_learning_rate",
+        },
+    ),
+    "plateau": (
+        "Plateau",
+        {
+            "factor": "plateau_factor",
+            "patience": "plateau_patience",
+            "min_learning_rate": "min_learning_rate",
+        },
+    ),
+    "inverse_sqrt": ("InverseSqrt", {"warmup_steps": "warmup_steps"}),
+    "none": ("Constant", {}),
+}
+LEGACY_KEYS = (
+    "plateau_factor",
+    "plateau_patience",
+    "warmup_steps",
+    "decay_fraction",
+    "min_learning_rate",
+    "max_nonfinite_steps",
+)
 
 
 class LoadedModel(NamedTuple):
@@ -92,6 +121,20 @@ def model_of(checkpoint: dict[str, Any], path: str | Path = "the checkpoint") ->
     check_fits(state, model.state_dict())
     model.load_state_dict(state)
     return LoadedModel(model.eval(), tokenizer, search)
+
+
+def current_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's module arguments as this version takes them: a schedule named by a string
+    with flat settings (checkpoints before schedules were classes) becomes its class."""
+    if not isinstance(hyperparameters.get("scheduler"), str):
+        return hyperparameters
+    name, settings = LEGACY_SCHEDULES[hyperparameters["scheduler"]]
+    current = {k: v for k, v in hyperparameters.items() if k not in LEGACY_KEYS}
+    init_args = {
+        new: hyperparameters[old] for new, old in settings.items() if old in hyperparameters
+    }
+    current["scheduler"] = {"class_path": f"seq2seq.schedules.{name}", "init_args": init_args}
+    return current
 
 
 def check_fits(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:

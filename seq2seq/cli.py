@@ -23,12 +23,12 @@ import sys
 import typing
 from pathlib import Path
 
-import docstring_parser
-
 from seq2seq.allocator import keep_freed_memory
-from seq2seq.decoding.search import SearchOptions
 from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.files import atomic_write, check_file, make_directory, read_lines
+
+if typing.TYPE_CHECKING:  # torch is slow to import: the commands import it when they need it
+    from seq2seq.decoding.search import SearchOptions
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,6 +52,10 @@ def prepare(args: list[str]) -> None:
 def add_search_options(parser: argparse.ArgumentParser) -> None:
     """One flag per SearchOptions field (`--beam-size` for beam_size), typed, with the choices
     and help its definition gives; a flag not given leaves the field to the checkpoint."""
+    import docstring_parser
+
+    from seq2seq.decoding.search import SearchOptions
+
     group = parser.add_argument_group("search (not given: the checkpoint's test settings)")
     hints = typing.get_type_hints(SearchOptions)
     documented = docstring_parser.parse(SearchOptions.__doc__).params
@@ -69,6 +73,8 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
 
 def search_options(defaults: SearchOptions, options: argparse.Namespace) -> SearchOptions:
     """`defaults` with the search flags that were given."""
+    from seq2seq.decoding.search import SearchOptions
+
     given = {
         field.name: getattr(options, field.name)
         for field in dataclasses.fields(SearchOptions)

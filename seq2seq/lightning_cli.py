@@ -42,7 +42,7 @@ from seq2seq.callbacks import (
     SkipNonFiniteUpdates,
     TargetTokenThroughput,
 )
-from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.checkpoint import current_hyperparameters, load_checkpoint, save_checkpoint
 from seq2seq.datamodule import TranslationDataModule
 from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.files import make_directory
@@ -88,12 +88,19 @@ class TranslationCLI(LightningCLI):
         )
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads `--ckpt_path`'s hyperparameters here: check the file first."""
+        """Take `--ckpt_path`'s hyperparameters into the model's configuration, as LightningCLI
+        does, but read through load_checkpoint (a clear error for a missing, corrupt or unsafe
+        file) and in this version's form (checkpoint.current_hyperparameters)."""
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path and path not in ("last", "best", "hpc"):
-            load_checkpoint(path)  # a clear Seq2SeqError for a missing, corrupt or unsafe file
-        super()._parse_ckpt_path()
+        if not path or path in ("last", "best", "hpc"):
+            return
+        hyperparameters = load_checkpoint(path).get("hyper_parameters", {})
+        hyperparameters = current_hyperparameters(hyperparameters)
+        hyperparameters.pop("_instantiator", None)
+        if hyperparameters:
+            model = {subcommand: {"model": hyperparameters}}
+            self.config = self.parser.parse_object(model, self.config)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The Trainer with seq2seq's loggers, checkpoint I/O and callbacks."""

@@ -46,8 +46,8 @@ class Translation:
 class Translator:
     """Searches with a model's weights in fp32 or under bf16 autocast (`precision`).
 
-    `auto` is bf16 on a CUDA device with bf16 and fp32 on CPUs, where bf16 search measured no
-    faster (docs/performance.md). The search weights are built once, here, from the model's
+    `auto` is bf16 on a CUDA device with bf16 and fp32 on CPUs, where bf16 search is no faster
+    (docs/performance.md). The search weights are built once, here, from the model's
     current parameters: a model whose weights change afterwards needs a new Translator.
 
     Args:

@@ -323,3 +323,22 @@ def test_predict_translates_every_test_sentence(corpus: Path, tmp_path: Path) ->
     # other batches than the Translator's: float rounding may break a rare near-tie differently
     same = sum(predictions[i] == text for i, text in enumerate(translated))
     assert same >= 95
+
+
+def test_a_checkpoint_from_before_the_inference_core_resumes(tmp_path: Path) -> None:
+    """tests/fixtures/tiny_936a193.ckpt (300 updates on the seed-0 reversal corpus, written by
+    the code of commit 936a193, whose schedule was a string with flat settings) resumes."""
+    corpus = reversal_corpus(tmp_path / "corpus")
+    sizes = {
+        "model.architecture.embedding_size": 16,
+        "model.architecture.encoder_hidden_size": 16,
+        "model.architecture.decoder_hidden_size": 32,
+        "model.architecture.attention_size": 16,
+        "trainer.max_steps": 305,
+        "trainer.limit_val_batches": 0,
+    }
+    fixture = Path(__file__).parent / "fixtures" / "tiny_936a193.ckpt"
+    main(["fit", *tiny_run_args(corpus, tmp_path, **sizes), f"--ckpt_path={fixture}"])
+    resumed = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 305
+    assert resumed["hyper_parameters"]["scheduler"]["class_path"] == "seq2seq.schedules.Constant"

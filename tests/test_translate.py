@@ -240,3 +240,24 @@ def test_attention_plots_one_png_per_non_empty_line(
     assert translation.attention.dtype == np.float32
     rows = len(translator.target_pieces(translation))
     assert translation.attention.shape == (rows, len(translator.source_pieces("ab cd ef")))
+
+
+def test_search_flags_are_the_fields_of_the_search_options(trained, tmp_path: Path) -> None:
+    """Every SearchOptions field is a flag; the flags not given keep the checkpoint's test
+    settings, and bad combinations are refused before any input is read."""
+    import argparse
+    import dataclasses
+
+    from seq2seq.cli import add_search_options, search_options
+
+    parser = argparse.ArgumentParser()
+    add_search_options(parser)
+    flags = {action.dest for action in parser._actions} - {"help"}
+    assert flags == {field.name for field in dataclasses.fields(SearchOptions)}
+    saved = SearchOptions(beam_size=4, alpha=0.8)
+    given = search_options(saved, parser.parse_args(["--beam-size", "2", "--min-length", "1"]))
+    assert given == SearchOptions(beam_size=2, alpha=0.8, min_length=1)
+    with pytest.raises(SystemExit) as exit_info:
+        translate_file(trained.checkpoint, tmp_path / "none.de", tmp_path / "out", "--nbest", "9")
+    assert exit_info.value.code == 1
+    assert not (tmp_path / "out").exists()

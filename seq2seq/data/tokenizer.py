@@ -40,7 +40,7 @@ class TokenizerConfig:
         byte_fallback: spell unseen characters as UTF-8 byte pieces instead of unk.
         seed: SentencePiece's random seed (sentence sampling), for reproducible vocabularies.
         input_sentence_size: at most this many sentences are sampled for training; bounds the
-            trainer's memory (about 1.5 GB at 1M sentences, 0.5 GB at 300k) whatever the corpus.
+            trainer's memory, which grows with the sentences it holds, whatever the corpus.
     """
 
     vocab_size: int = 8000

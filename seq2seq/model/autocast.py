@@ -2,12 +2,10 @@
 whether a device has fast bf16 at all.
 
 Autocast casts an fp32 operand of a GEMM to its low-precision dtype at every call, and caches
-the cast only for leaf parameters, not for their slices or transposes. A recurrent weight used
-as `weight_hh.transpose(1, 2)` at each of T steps was therefore cast T times per pass and its
-gradient cast back T times (reference decoder, bf16 on CPU: about 50 casts each of two
-(2048, 512) weights per training step, forward alone). Casting once before the loop makes it
-one cast each way; the T per-step gradients then add up in the low-precision dtype before the
-one cast back to fp32.
+the cast only for leaf parameters, not for their slices or transposes: a recurrent weight used
+as `weight_hh.transpose(1, 2)` at each of T steps would be cast T times per pass and its
+gradient cast back T times. Casting once before the loop makes it one cast each way; the T
+per-step gradients then add up in the low-precision dtype before the one cast back to fp32.
 """
 
 from __future__ import annotations
@@ -35,8 +33,7 @@ def cast_once(tensor: torch.Tensor) -> torch.Tensor:
 
 def has_fast_bf16(device: torch.device) -> bool:
     """Whether `device` runs bf16 GEMMs faster than fp32: a CUDA GPU with bf16, or a CPU with
-    AVX-512 BF16 or AMX. Elsewhere bf16 is emulated (2 GFLOP/s against 130 in fp32 on the
-    project's earlier AVX2 machine), so autocast would slow everything down."""
+    AVX-512 BF16 or AMX. Elsewhere bf16 is emulated, many times slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":

@@ -10,8 +10,8 @@ its gradient are
 
 Autograd of the first line builds the second from four (N, V) tensors (the gather's zero-filled
 scatter, the mean's expanded division, their sum, log_softmax's backward), each freshly allocated
-and written in full; at the reference batch (2,400 positions x 8,000 words, 77 MB each) that was
-about 15% of a training step on the 2-core CPU. Here the backward turns the saved
+and written in full, a large share of a training step at the reference batch (2,400 positions x
+8,000 words). Here the backward turns the saved
 log-probabilities into the gradient in place: one exp, one multiply-add and a scatter of N values.
 The price: the graph through the loss can be walked backward once (a second walk raises
 autograd's in-place error instead of returning a wrong gradient).

@@ -155,8 +155,7 @@ class Seq2Seq(nn.Module):
         # at least fp32 under autocast too: beam scores add up over the whole output
         dtype = torch.promote_types(logits.dtype, torch.float32)
         if logits.dtype == dtype and not logits.requires_grad:
-            # in place: a fresh (B, V) tensor every step costs its page faults (greedy search
-            # measured 3% faster, within the measurement's resolution; docs/performance.md)
+            # in place: a fresh (B, V) tensor every step would cost its page faults
             log_probs = torch.log_softmax(logits, dim=-1, out=logits)
         else:
             log_probs = torch.log_softmax(logits, dim=-1, dtype=dtype)
