@@ -41,9 +41,14 @@ class Parser(argparse.ArgumentParser):
 
 def prepare(args: list[str]) -> None:
     """Fetch the corpora, train the tokenizer, encode every split, print statistics as JSON."""
+    from jsonargparse import ArgumentError
+
     from seq2seq.lightning_cli import build_cli  # Lightning is slow to import: only when needed
 
-    datamodule = build_cli(args, run=False).datamodule
+    try:
+        datamodule = build_cli(args, run=False).datamodule
+    except ArgumentError as error:  # a misspelt option, a missing setting: one line
+        raise Seq2SeqError(one_line(error)) from error
     datamodule.prepare_data()
     datamodule.setup()
     print(json.dumps(datamodule.statistics(), indent=2))

@@ -175,3 +175,22 @@ def test_evaluation_batches_carry_the_original_references(tiny_corpus, tmp_path:
     for batch in datamodule.test_dataloader():
         seen.update(zip(batch.indices.tolist(), batch.references, strict=True))
     assert [seen[index] for index in range(len(expected))] == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--data.corpus", "Files"], "the following arguments are required: train"),
+        (["--data.corpus", "Fils"], "Fils"),
+        (["--data.vocab_sise", "30"], "vocab_sise"),
+    ],
+)
+def test_prepare_command_reports_bad_options_in_one_line(
+    options: list[str], expected: str, capsys
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", *options])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("seq2seq: error: ")
+    assert expected in error
