@@ -1,10 +1,10 @@
 """Files every layer reads and writes: checked inputs, created directories, atomic writes.
 
 `atomic_write` is the one way seq2seq writes a file: into a temporary file beside the target,
-flushed and fsynced, given the permissions a newly created file gets (0666 less the umask),
-renamed over the target, and the rename made durable. A crash or kill at any moment leaves the
-previous file whole or the new one complete, never a truncated one; an error removes the
-temporary file.
+flushed and fsynced, given the target's permissions (a new file: 0666 less the umask), renamed
+over the target, and the rename made durable. A crash or kill at any moment leaves the previous
+file whole or the new one complete, never a truncated one; an error removes the temporary file.
+Devices and pipes are written directly, symbolic links through to their target.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import stat
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -48,15 +49,29 @@ def make_directory(path: str | Path) -> Path:
 
 
 def read_lines(path: str | Path) -> Iterator[str]:
-    """Yield the lines of a plain or gzipped UTF-8 file without their line endings (LF or CRLF)."""
+    """Yield the lines of a plain or gzipped UTF-8 file without their line ends (LF, CRLF or a
+    lone CR)."""
     path = check_file(path)
     number = 0
     try:
         with _open_binary(path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                yield _decode(raw, path, number)
+            for number, line in enumerate(decode_lines(handle, str(path)), start=1):  # noqa: B007
+                yield line
     except _READ_ERRORS as error:
         raise Seq2SeqError(f"cannot read {path} after line {number}: {error}") from error
+
+
+def decode_lines(chunks: Iterable[bytes], name: str) -> Iterator[str]:
+    """UTF-8 lines of a byte stream read by LF (`for chunk in file`), split at LF, CRLF and a
+    lone CR (old Mac files) alike, and at nothing else: a line separator inside a line of a
+    parallel corpus must not shift it against the other side. `name` is for errors."""
+    number = 0
+    for chunk in chunks:
+        body = chunk[:-1] if chunk.endswith(b"\n") else chunk
+        body = body[:-1] if body.endswith(b"\r") else body
+        for raw in body.split(b"\r"):
+            number += 1
+            yield _decode(raw, name, number)
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -66,12 +81,12 @@ def _open_binary(path: Path) -> BinaryIO:
     return handle
 
 
-def _decode(raw: bytes, path: Path, number: int) -> str:
+def _decode(raw: bytes, name: str, number: int) -> str:
     try:
-        return raw.decode("utf-8").rstrip("\r\n")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise Seq2SeqError(
-            f"{path}: line {number} is not valid UTF-8 (byte {error.start + 1})"
+            f"{name}: line {number} is not valid UTF-8 (byte {error.start + 1})"
         ) from error
 
 
@@ -79,11 +94,44 @@ def _decode(raw: bytes, path: Path, number: int) -> str:
 def atomic_write(path: str | Path, binary: bool = False) -> Iterator[IO]:
     """Write `path` through a temporary file: `with atomic_write(path) as out: out.write(...)`.
 
-    Text is UTF-8. The parent directory must exist. An `OSError` (no space, no permission)
-    becomes a `Seq2SeqError` naming the file; any error or interrupt removes the temporary file
-    and leaves `path` as it was.
+    Text is UTF-8. The parent directory must exist. A symbolic link is written through (its
+    target is replaced); a replaced file keeps its permissions, a new one gets 0666 less the
+    umask. What is not a regular file (/dev/null, /dev/stdout, a FIFO, a terminal) is written
+    directly, as a shell's `>` would: replacing it would destroy the device. An `OSError` (no
+    space, no permission) becomes a `Seq2SeqError` naming the file; any error or interrupt
+    removes the temporary file and leaves `path` as it was.
     """
     path = Path(path)
+    if path.is_dir():
+        raise Seq2SeqError(f"output path is a directory: {path}")
+    in_devices = str(path.absolute()).startswith(("/dev/", "/proc/"))
+    special = in_devices and (path.exists() or path.is_symlink())  # /dev/stdout: a link
+    target = path if special else path.resolve()
+    writer = _write_directly if special or _exists_not_regular(target) else _write_replacing
+    with writer(target, binary) as out:
+        yield out
+
+
+def _exists_not_regular(path: Path) -> bool:
+    return path.exists() and not path.is_file()
+
+
+@contextlib.contextmanager
+def _write_directly(path: Path, binary: bool) -> Iterator[IO]:
+    try:
+        with _open(path, binary) as out:
+            yield out
+    except OSError as error:
+        raise Seq2SeqError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def _open(path: Path, binary: bool) -> IO:
+    return path.open("wb") if binary else path.open("w", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _write_replacing(path: Path, binary: bool) -> Iterator[IO]:
+    permissions = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
     try:
         descriptor, temporary = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX
@@ -96,7 +144,7 @@ def atomic_write(path: str | Path, binary: bool = False) -> Iterator[IO]:
             yield out
             out.flush()
             os.fsync(out.fileno())
-            os.fchmod(out.fileno(), 0o666 & ~_umask())
+            os.fchmod(out.fileno(), permissions)
         os.replace(temporary, path)
     except OSError as error:
         raise Seq2SeqError(f"cannot write {path}: {error.strerror or error}") from error

@@ -23,6 +23,7 @@ import numpy as np
 
 from seq2seq.data.corpus import CorpusFiles, FilterReport, PairFilter, read_pairs
 from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.errors import Seq2SeqError
 
 CACHE_VERSION = 1
 CHUNK_PAIRS = 4096
@@ -107,12 +108,12 @@ def _write_cache(
     )
     temporary = directory.with_name(directory.name + ".partial")
     shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
     offsets = {side: array("q", [0]) for side in SIDES}
     line_numbers = array("q")
     report = FilterReport()
     chunks = _chunks(chain.from_iterable(read_pairs(corpus) for corpus in corpora))
     try:
+        temporary.mkdir(parents=True)
         with (
             (temporary / "src.tokens").open("wb") as src_out,
             (temporary / "tgt.tokens").open("wb") as tgt_out,
@@ -132,6 +133,8 @@ def _write_cache(
         (temporary / "meta.json").write_text(json.dumps(meta, indent=1))
         shutil.rmtree(directory, ignore_errors=True)
         temporary.rename(directory)
+    except OSError as error:  # no space, no permission: one line, and no half-written cache
+        raise Seq2SeqError(f"cannot write {directory}: {error.strerror or error}") from error
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seq2seq.errors import Seq2SeqError
+from seq2seq.errors import Seq2SeqError, require
 from seq2seq.files import atomic_write, check_file, make_directory, read_lines
 
 
@@ -137,6 +137,13 @@ class PairFilter:
 
     max_length: int = 100
     max_length_ratio: float = 3.0
+
+    def __post_init__(self) -> None:
+        require(self.max_length >= 1, f"max_length must be at least 1, not {self.max_length}")
+        require(
+            self.max_length_ratio >= 1,
+            f"max_length_ratio must be at least 1, not {self.max_length_ratio}",
+        )
 
     def reason_to_drop(self, src_length: int, tgt_length: int) -> str | None:
         """'empty', 'too_long', 'ratio' or None (keep), from token counts without BOS/EOS."""

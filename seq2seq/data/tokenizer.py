@@ -20,11 +20,14 @@ from typing import Literal
 import sentencepiece
 
 from seq2seq.data.corpus import CorpusFiles
-from seq2seq.errors import Seq2SeqError
+from seq2seq.errors import Seq2SeqError, require
 from seq2seq.files import atomic_write, make_directory, read_lines
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
+# C0 controls but tab, DEL, C1 controls (NEL among them), Unicode's line and paragraph separators
+_CONTROLS = [*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_CONTROLS_TO_SPACES = dict.fromkeys(_CONTROLS, " ")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,13 @@ class TokenizerConfig:
     byte_fallback: bool = True
     seed: int = 1
     input_sentence_size: int = 300_000
+
+    def __post_init__(self) -> None:
+        require(self.vocab_size >= 5, f"vocab_size must be at least 5, not {self.vocab_size}")
+        require(
+            0 < self.character_coverage <= 1,
+            f"character_coverage must lie in (0, 1], not {self.character_coverage}",
+        )
 
 
 class Tokenizer:
@@ -90,8 +100,9 @@ class Tokenizer:
         return self.tgt.encode(lines)
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
-        """Target subword ids back to detokenized text."""
-        return self.tgt.decode(ids)
+        """Target subword ids back to detokenized text, on one line: control characters (which
+        byte-fallback pieces such as <0x0A> decode to) become spaces."""
+        return [text.translate(_CONTROLS_TO_SPACES) for text in self.tgt.decode(ids)]
 
     def save(self, directory: str | Path) -> None:
         """Write `joint.model`, or `src.model` and `tgt.model`, into `directory`."""

@@ -7,6 +7,7 @@ from seq2seq.data import cache
 from seq2seq.data.cache import EncodedCorpus, cache_key, encode_corpora
 from seq2seq.data.corpus import CorpusFiles, PairFilter, count_aligned_pairs, read_pairs
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from seq2seq.errors import Seq2SeqError
 from tests.conftest import synthetic_pairs, write_corpus
 
 
@@ -110,3 +111,15 @@ def test_empty_lines_survive_without_filter(tiny_tokenizer: Tokenizer, tmp_path:
     assert len(encoded) == 2
     assert len(encoded[1][0]) == len(encoded[1][1]) == 0
     assert EncodedCorpus(encoded.directory).tgt_lengths.tolist()[1] == 0
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(
+    tmp_path: Path, tiny_corpus: dict, tiny_tokenizer: Tokenizer, monkeypatch
+) -> None:
+    def no_space(*args, **kwargs) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache.np, "save", no_space)
+    with pytest.raises(Seq2SeqError, match=r"cannot write .*train: No space left on device"):
+        encode_corpora(tmp_path / "train", [tiny_corpus["train"]], tiny_tokenizer, None, workers=1)
+    assert list(tmp_path.iterdir()) == [tmp_path / "corpus"]  # the corpus only: no cache

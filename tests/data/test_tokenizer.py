@@ -75,3 +75,16 @@ def test_load_from_empty_directory(tmp_path: Path) -> None:
 def test_too_large_vocabulary_is_a_clear_error(tiny_corpus: dict[str, CorpusFiles]) -> None:
     with pytest.raises(Seq2SeqError, match="SentencePiece training failed"):
         train_tokenizer([tiny_corpus["train"]], TokenizerConfig(vocab_size=50_000))
+
+
+def test_decoded_byte_pieces_never_break_a_line(tiny_tokenizer: Tokenizer) -> None:
+    """Byte-fallback pieces such as <0x0A> would decode to a raw line break, CR or NUL inside
+    a translation and shift every later output line; they become spaces."""
+    piece = tiny_tokenizer.tgt.piece_to_id
+    hostile = ["<0x0A>", "<0x0D>", "<0x00>", "<0x0B>", "<0x0C>", "<0x1E>"]
+    ids = [[piece("<0x41>"), piece(name), piece("<0x42>")] for name in hostile]
+    assert all(piece(name) != tiny_tokenizer.tgt.unk_id() for name in hostile)
+    decoded = tiny_tokenizer.decode_tgt(ids)
+    assert decoded == ["A B"] * len(hostile)
+    assert all(len(text.splitlines()) == 1 for text in decoded)
+    assert tiny_tokenizer.decode_tgt([[piece("<0x41>"), piece("<0x09>")]]) == ["A\t"]
