@@ -119,6 +119,7 @@ def model_of(checkpoint: dict[str, Any], path: str | Path = "the checkpoint") ->
         if name.startswith(MODEL_PREFIX)
     }
     check_fits(state, model.state_dict())
+    check_finite(state, doing=f"load {path}: it holds")
     model.load_state_dict(state)
     return LoadedModel(model.eval(), tokenizer, search)
 
@@ -147,11 +148,12 @@ def check_fits(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> 
             )
 
 
-def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
-    """A checkpoint never holds non-finite weights: a clear error before one would be saved."""
+def check_finite(state_dict: dict[str, torch.Tensor], doing: str = "save") -> None:
+    """A clear error for non-finite weights, before one is saved (`doing`: save) or used
+    (load)."""
     broken = [k for k, v in state_dict.items() if not v.isfinite().all()]
     if broken:
-        raise Seq2SeqError(f"refusing to save non-finite weights ({', '.join(broken[:3])})")
+        raise Seq2SeqError(f"refusing to {doing} non-finite weights ({', '.join(broken[:3])})")
 
 
 def store_tokenizer(checkpoint: dict[str, Any], tokenizer: Tokenizer) -> None:

@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import signal
 import sys
 import typing
 from pathlib import Path
 
 from seq2seq.allocator import keep_freed_memory
 from seq2seq.errors import Seq2SeqError, one_line
-from seq2seq.files import atomic_write, check_file, make_directory, read_lines
+from seq2seq.files import atomic_write, check_file, decode_lines, make_directory, read_lines
 
 if typing.TYPE_CHECKING:  # torch is slow to import: the commands import it when they need it
     from seq2seq.decoding.search import SearchOptions
@@ -51,7 +53,7 @@ def prepare(args: list[str]) -> None:
         raise Seq2SeqError(one_line(error)) from error
     datamodule.prepare_data()
     datamodule.setup()
-    print(json.dumps(datamodule.statistics(), indent=2))
+    write_output("-", [json.dumps(datamodule.statistics(), indent=2)])
 
 
 def add_search_options(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +95,9 @@ def _translation_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
     add_search_options(parser)
-    parser.add_argument("--batch-tokens", type=int, default=4000, help="source tokens per batch")
+    parser.add_argument(
+        "--batch-tokens", type=positive_int, default=4000, help="source tokens per batch"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
         "--precision",
@@ -154,6 +158,7 @@ def translate(args: list[str]) -> None:
         "--plot-attention", type=Path, metavar="DIR", help="an attention heat map per line in DIR"
     )
     options = parser.parse_args(args)
+    _check_output(options.output, options.input)
     translator, search = _load_translator(options)
     lines = read_input(options.input)
     results = _translate_lines(translator, search, options, lines, options.plot_attention)
@@ -164,6 +169,28 @@ def translate(args: list[str]) -> None:
             f"{i} ||| {t.text} ||| {t.score:.4f}" for i, nbest in enumerate(results) for t in nbest
         ]
     write_output(options.output, output)
+
+
+def _check_output(output: str, source: str) -> None:
+    """Before any work: a one-line error when output goes to a closed stdout, or to the source
+    file itself (the same inode)."""
+    if output == "-" and sys.stdout is None:
+        raise Seq2SeqError("stdout is closed: give --output PATH")
+    if "-" in (output, source) or not Path(output).is_file() or not Path(source).is_file():
+        return
+    if Path(output).samefile(source):
+        raise Seq2SeqError(f"--output {output} is the input file: refusing to overwrite it")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
 
 
 def evaluate(args: list[str]) -> None:
@@ -200,9 +227,9 @@ def _print_scores(hypotheses: list[str], references: list[str], as_json: bool) -
 
     scores = score_corpus(hypotheses, references)
     if as_json:
-        print(json.dumps([vars(s) for s in scores], indent=2))
+        write_output("-", [json.dumps([vars(s) for s in scores], indent=2)])
     else:
-        print("\n".join(str(s) for s in scores))
+        write_output("-", [str(s) for s in scores])
 
 
 def grad_flow(args: list[str]) -> None:
@@ -274,30 +301,35 @@ def _architecture_of_config(path: Path):
     from seq2seq.model.seq2seq import Seq2SeqConfig
 
     try:
-        config = yaml.safe_load(check_file(path).read_text(encoding="utf-8")) or {}
+        with check_file(path).open(encoding="utf-8") as file:  # errors name the file
+            config = yaml.safe_load(file) or {}
         return Seq2SeqConfig(**((config.get("model") or {}).get("architecture") or {}))
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError) as error:
         raise Seq2SeqError(f"{path}: not a train.py config ({one_line(error)})") from error
 
 
 def read_input(path: str) -> list[str]:
-    """Lines of a file (plain or gzip) or of stdin (`-`), UTF-8 checked, CRLF accepted."""
+    """Lines of a file (plain or gzip) or of stdin (`-`), UTF-8 checked, LF, CRLF or CR."""
     if path != "-":
         return list(read_lines(path))
-    lines = []
-    for number, raw in enumerate(sys.stdin.buffer, start=1):
-        try:
-            lines.append(raw.decode("utf-8").rstrip("\r\n"))
-        except UnicodeDecodeError as error:
-            raise Seq2SeqError(f"stdin: line {number} is not valid UTF-8") from error
-    return lines
+    if sys.stdin is None:
+        raise Seq2SeqError("stdin is closed: give --input PATH")
+    return list(decode_lines(sys.stdin.buffer, "stdin"))
 
 
 def write_output(path: str, lines: list[str]) -> None:
     """Write lines to stdout (`-`) or to `path` (through `atomic_write`)."""
     text = "".join(line + "\n" for line in lines)
     if path == "-":
-        sys.stdout.write(text)
+        if sys.stdout is None:
+            raise Seq2SeqError("stdout is closed: give --output PATH")
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise Seq2SeqError(f"cannot write to stdout: {error.strerror or error}") from error
         return
     target = Path(path)
     if target.is_dir():
@@ -327,6 +359,12 @@ def main(argv: list[str] | None = None) -> None:
     except Seq2SeqError as error:
         print(f"seq2seq: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # output files are whole or absent (atomic_write)
+        print("seq2seq: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # `... | head`: the reader has gone, as for `cat`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        sys.exit(128 + signal.SIGPIPE)
 
 
 if __name__ == "__main__":

@@ -82,9 +82,7 @@ class Translator:
         cls, path: str | Path, device: str = "cpu", precision: Precision = "auto"
     ) -> Translator:
         """The translator of a checkpoint written by train.py, on `device`."""
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise Seq2SeqError(f"--device {device} asked for, but CUDA is not available here")
-        model, tokenizer, search = load_model(path, device)
+        model, tokenizer, search = load_model(path, search_device(device))
         return cls(model, tokenizer, precision, search)
 
     def translate(
@@ -141,6 +139,8 @@ class Translator:
                 keep_attention,
             )
         for row, nbest in zip(rows, hypotheses, strict=True):
+            if not nbest:  # every candidate scored NaN
+                raise Seq2SeqError("search found no translation: the model's scores are not finite")
             texts = self.tokenizer.decode_tgt([h.tokens for h in nbest])
             length = len(sources[row])
             results[row] = [_translation(t, h, length) for t, h in zip(texts, nbest, strict=True)]
@@ -193,6 +193,21 @@ class Translator:
             batches = tqdm(batches, desc="translating", unit="batch", file=sys.stderr)
         for positions in batches:
             yield [non_empty[p] for p in positions]
+
+
+def search_device(name: str) -> torch.device:
+    """The device `name` (cpu, cuda, cuda:N) if this machine has it; a one-line error if not."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise Seq2SeqError(f"device {name!r} is not a device: use cpu, cuda or cuda:N") from error
+    if device.type not in ("cpu", "cuda"):
+        raise Seq2SeqError(f"device {name!r}: search runs on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Seq2SeqError(f"--device {name} asked for, but CUDA is not available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise Seq2SeqError(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def _translation(text: str, hypothesis: Hypothesis, source_length: int) -> Translation:

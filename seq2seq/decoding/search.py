@@ -10,6 +10,7 @@ Shapes: B batch, S source length.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -76,8 +77,12 @@ class SearchOptions:
         most = self.beam_size if self.strategy == "beam" else 1
         if not 1 <= self.nbest <= most:
             return f"nbest must be between 1 and {most} ({self.strategy}), not {self.nbest}"
-        if self.max_output_ratio < 0 or self.max_output_offset < 1:
-            return "outputs need room: max_output_ratio >= 0 and max_output_offset >= 1"
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            return f"alpha must be a number of at least 0, not {self.alpha}"
+        if not (math.isfinite(self.max_output_ratio) and self.max_output_ratio >= 0):
+            return f"max_output_ratio must be a number of at least 0, not {self.max_output_ratio}"
+        if self.max_output_offset < 1:
+            return f"max_output_offset must leave room for EOS (>= 1), not {self.max_output_offset}"
         if self.min_length < 0:
             return f"min_length must not be negative, not {self.min_length}"
         return None

@@ -20,7 +20,9 @@ from tests.models import source_batch, tiny_model
         ({"beam_size": 0}, "beam_size must be at least 1"),
         ({"beam_size": 2, "nbest": 3}, "nbest must be between 1 and 2 (beam), not 3"),
         ({"strategy": "greedy", "nbest": 2}, "nbest must be between 1 and 1 (greedy)"),
-        ({"max_output_offset": 0}, "outputs need room"),
+        ({"max_output_offset": 0}, "max_output_offset must leave room for EOS (>= 1), not 0"),
+        ({"alpha": float("nan")}, "alpha must be a number of at least 0, not nan"),
+        ({"max_output_ratio": -1.0}, "max_output_ratio must be a number of at least 0, not -1.0"),
         ({"min_length": -1}, "min_length must not be negative"),
     ],
 )
