@@ -253,6 +253,25 @@ def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
             logger.log_metrics(metrics, step=trainer.global_step)
 
 
+class SaveFinalUpdate(L.Callback):
+    """When training ends, a checkpoint holds its last update: a run that stops between two
+    saves (`max_steps` in mid-epoch, before its first validation) writes `last.ckpt` here."""
+
+    def __init__(self) -> None:
+        self.saved_step = -1
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Note the update a checkpoint was just saved at."""
+        self.saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save `last.ckpt` unless the last update is in a checkpoint already."""
+        if trainer.checkpoint_callback is not None and self.saved_step != trainer.global_step:
+            trainer.save_checkpoint(_last_checkpoint_path(trainer))
+
+
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
@@ -262,8 +281,8 @@ class CheckpointOnInterrupt(L.Callback):
     The first signal only raises a flag; at the end of the running step (a consistent point:
     the update done, the counters Lightning resumes from in place) every rank agrees to stop, the
     checkpoint is written atomically and the process exits with the shell's status for the
-    signal, 128 + its number (130 for SIGINT, 143 for SIGTERM). A second Ctrl-C interrupts at
-    once, without saving; a second SIGTERM goes to the handler there was before (Lightning's).
+    signal, 128 + its number (130 for SIGINT, 143 for SIGTERM). A second signal quits at once,
+    without saving, with the same status.
     """
 
     def __init__(self) -> None:
@@ -287,8 +306,10 @@ class CheckpointOnInterrupt(L.Callback):
         self._restore_handlers()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # the second: Lightning would turn an interrupt into 1
+            print(f"\n{STOP_SIGNALS[signal.Signals(signum)]} again: quitting", file=sys.stderr)
+            raise SystemExit(128 + signum)
         self.received = signal.Signals(signum)
-        self._restore_handlers()  # a second signal goes to the previous handler
         again = " (Ctrl-C again to quit without)" if signum == signal.SIGINT else ""
         print(
             f"\n{STOP_SIGNALS[self.received]}: saving a checkpoint after this step{again}",

@@ -30,8 +30,8 @@ from seq2seq.data.corpus import (
 from seq2seq.data.multi30k import Multi30k
 from seq2seq.data.sampler import TokenBatchSampler
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
-from seq2seq.errors import Seq2SeqError
-from seq2seq.files import read_lines
+from seq2seq.errors import Seq2SeqError, require
+from seq2seq.files import atomic_write, read_lines
 from seq2seq.plain import from_plain, to_plain
 
 
@@ -96,6 +96,12 @@ class TranslationDataModule(L.LightningDataModule):
             raise Seq2SeqError(
                 f"max_tokens {max_tokens} cannot hold a pair of max_length {max_length}"
             )
+        for name, value, least in (
+            ("eval_max_tokens", eval_max_tokens, 1),
+            ("encode_workers", encode_workers, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            require(value >= least, f"{name} must be at least {least}, not {value}")
         self.tokenizer_config = TokenizerConfig(
             vocab_size=vocab_size,
             model_type=tokenizer_type,
@@ -211,7 +217,8 @@ class TranslationDataModule(L.LightningDataModule):
             return Tokenizer.load(plan.tokenizer_dir)
         tokenizer = train_tokenizer(plan.corpora["train"], self.tokenizer_config)
         tokenizer.save(plan.tokenizer_dir)
-        ready.touch()
+        with atomic_write(ready) as out:  # the models are whole: a marker for the other ranks
+            out.write("")
         return tokenizer
 
     def _encode(self, plan: _Plan, tokenizer: Tokenizer, split: str) -> EncodedCorpus:

@@ -10,7 +10,8 @@ what LightningCLI gives, it
   false), which keeps length buckets and gives every rank as many batches;
 - always runs the gradient-health callback (`--gradient_health.every_n_steps 0` turns it off),
   skips non-finite updates (`--skip_nonfinite.max_in_a_row`), logs target tokens per second,
-  saves a resumable `last.ckpt` on Ctrl-C, writes checkpoints atomically and loads them with
+  saves `last.ckpt` at the last update of every run (also one that ends before it validates)
+  and a resumable `last.ckpt` on Ctrl-C, writes checkpoints atomically and loads them with
   `weights_only=True` (seq2seq/checkpoint.py);
 - `--test_after_fit true` tests the best checkpoint when training ends and prints test BLEU;
 - warns when `bf16-mixed` is asked of a CPU without fast bf16 (see `has_fast_bf16`);
@@ -19,12 +20,14 @@ what LightningCLI gives, it
 
 from __future__ import annotations
 
+import itertools
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -39,6 +42,7 @@ from seq2seq.allocator import keep_freed_memory
 from seq2seq.callbacks import (
     CheckpointOnInterrupt,
     GradientHealth,
+    SaveFinalUpdate,
     SkipNonFiniteUpdates,
     TargetTokenThroughput,
 )
@@ -99,6 +103,10 @@ class TranslationCLI(LightningCLI):
         hyperparameters = current_hyperparameters(hyperparameters)
         hyperparameters.pop("_instantiator", None)
         if hyperparameters:
+            given = self.config[subcommand]["model"].as_dict()
+            replaced = replaced_settings(given, hyperparameters, "model.")
+            if replaced:
+                rank_zero_warn(f"the checkpoint's settings replace {'; '.join(replaced)}")
             model = {subcommand: {"model": hyperparameters}}
             self.config = self.parser.parse_object(model, self.config)
 
@@ -126,7 +134,7 @@ class TranslationCLI(LightningCLI):
                 "bf16-mixed on a CPU without AMX or AVX-512 BF16: bf16 is emulated here and"
                 " many times slower than --trainer.precision 32-true"
             )
-        trainer.callbacks += [TargetTokenThroughput(), CheckpointOnInterrupt()]
+        trainer.callbacks += [TargetTokenThroughput(), CheckpointOnInterrupt(), SaveFinalUpdate()]
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
@@ -141,8 +149,37 @@ class TranslationCLI(LightningCLI):
             )
 
 
+def check_config_files(args: list[str]) -> None:
+    """A config file that is not valid YAML is an error naming the file and the line (the
+    parser would name "<unicode string>")."""
+    paths = [value for flag, value in itertools.pairwise(args) if flag in ("--config", "-c")]
+    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for path in paths:
+        if Path(path).is_file():
+            try:
+                with open(path, encoding="utf-8") as config:
+                    yaml.safe_load(config)
+            except (yaml.YAMLError, UnicodeDecodeError) as error:
+                raise Seq2SeqError(f"{path} is not valid YAML: {one_line(error)}") from error
+
+
+def replaced_settings(given: dict, saved: dict, prefix: str) -> list[str]:
+    """`name: given -> saved` for every setting a checkpoint's value replaces (nested dicts
+    compared key by key; settings the configuration does not hold, such as linked ones, left
+    out)."""
+    replaced = []
+    for key, value in saved.items():
+        mine = given.get(key, value)
+        if isinstance(value, dict) and isinstance(mine, dict):
+            replaced += replaced_settings(mine, value, f"{prefix}{key}.")
+        elif mine != value:
+            replaced.append(f"{prefix}{key}: {mine!r} -> {value!r}")
+    return replaced
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI:
     """Parse `args` (default: the command line) and, when `run`, run the subcommand."""
+    check_config_files(sys.argv[1:] if args is None else args)
     # `seq2seq prepare ...` passes its own arguments while sys.argv holds the command's
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return TranslationCLI(

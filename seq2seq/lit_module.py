@@ -14,15 +14,17 @@ import lightning as L
 import torch
 from torch import nn
 
+from seq2seq import schedules
 from seq2seq.checkpoint import check_finite, check_fits, store_tokenizer, tokenizer_of
 from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import PAD_ID, Tokenizer
 from seq2seq.decoding.search import SearchOptions
+from seq2seq.errors import require
 from seq2seq.metrics import TranslationScores
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 from seq2seq.plain import dataclass_of, from_plain, to_plain
-from seq2seq.schedules import Budget, Schedule, build_optimizer, clip_without_scaler
+from seq2seq.schedules import Budget, Schedule
 from seq2seq.translator import Translator
 
 STAGES = ("val", "test")
@@ -58,6 +60,8 @@ class TranslationModule(L.LightningModule):
         seed: int = 1,
     ) -> None:
         super().__init__()
+        schedules.check_optimizer_settings(learning_rate, weight_decay)
+        require(0 <= label_smoothing < 1, f"label_smoothing must be in [0, 1): {label_smoothing}")
         # checkpoints hold plain types (weights_only loading): objects are stored as dicts
         architecture = dataclass_of(Seq2SeqConfig, architecture)
         self.scheduler = from_plain(Schedule, scheduler)
@@ -90,6 +94,7 @@ class TranslationModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take the checkpoint's tokenizer, after checking it fits this model and this data."""
         check_fits(checkpoint["state_dict"], self.state_dict())
+        check_finite(checkpoint["state_dict"], doing="load a checkpoint with")
         self.tokenizer = tokenizer_of(checkpoint, expected=self.tokenizer)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
@@ -175,7 +180,7 @@ class TranslationModule(L.LightningModule):
     ) -> None:
         """The Trainer's clipping, also for a fused optimizer under bf16 (schedules.py)."""
         clipping = (gradient_clip_val, gradient_clip_algorithm)  # Lightning passes them by name
-        if not clip_without_scaler(self.trainer, optimizer, *clipping):
+        if not schedules.clip_without_scaler(self.trainer, optimizer, *clipping):
             super().configure_gradient_clipping(optimizer, *clipping)
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -183,7 +188,7 @@ class TranslationModule(L.LightningModule):
         configured schedule."""
         hp = self.hparams
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
-        optimizer = build_optimizer(
+        optimizer = schedules.build_optimizer(
             self.parameters(), hp.optimizer, hp.learning_rate, hp.weight_decay, fused=not scaled
         )
         schedule = self.scheduler.build(optimizer, self.trainer)

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
-from seq2seq.errors import Seq2SeqError
+from seq2seq.errors import Seq2SeqError, require
 
 
 def build_optimizer(
@@ -38,6 +38,18 @@ def build_optimizer(
     optimizer_class = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
     options = {"fused": True} if fused and torch.__version__ >= "2.4" else {}
     return optimizer_class(parameters, lr=learning_rate, weight_decay=weight_decay, **options)
+
+
+def check_optimizer_settings(learning_rate: float, weight_decay: float) -> None:
+    """One-line errors for a learning rate that is not positive or a negative weight decay."""
+    require(
+        math.isfinite(learning_rate) and learning_rate > 0,
+        f"learning_rate must be a positive number, not {learning_rate}",
+    )
+    require(
+        math.isfinite(weight_decay) and weight_decay >= 0,
+        f"weight_decay must be a number of at least 0, not {weight_decay}",
+    )
 
 
 def clip_without_scaler(
@@ -90,6 +102,14 @@ class Plateau(Schedule):
     factor: float = 0.5
     patience: int = 1
     min_learning_rate: float = 1e-5
+
+    def __post_init__(self) -> None:
+        require(0 < self.factor < 1, f"Plateau factor must lie in (0, 1), not {self.factor}")
+        require(self.patience >= 0, f"Plateau patience must be at least 0, not {self.patience}")
+        require(
+            self.min_learning_rate >= 0,
+            f"min_learning_rate must be at least 0, not {self.min_learning_rate}",
+        )
 
     def build(self, optimizer: torch.optim.Optimizer, trainer: L.Trainer) -> dict[str, Any]:
         """Reduce-on-plateau, stepped after every validation."""
@@ -146,6 +166,10 @@ class Budget(Schedule):
             raise Seq2SeqError(f"decay_fraction must lie in (0, 1], got {self.decay_fraction}")
         if self.warmup_steps < 0:
             raise Seq2SeqError(f"warmup_steps {self.warmup_steps} is too small for Budget")
+        require(
+            self.min_learning_rate >= 0,
+            f"min_learning_rate must be at least 0, not {self.min_learning_rate}",
+        )
 
     def build(self, optimizer: torch.optim.Optimizer, trainer: L.Trainer) -> dict[str, Any]:
         """A BudgetSchedule stepped after every update, reading the trainer's budget."""

@@ -232,7 +232,7 @@ def test_sigkill_at_arbitrary_moments_then_resume_finishes(corpus: Path, tmp_pat
     _, errors = process.communicate(timeout=300)
     assert process.returncode == 0, errors
     assert int((tmp_path / "heartbeat").read_text()) == 40  # finished
-    assert saved_step(tmp_path) == 39  # the last multiple of 3
+    assert saved_step(tmp_path) == 40  # the final update, saved when training ends
 
 
 @pytest.mark.slow
@@ -287,3 +287,113 @@ def test_training_writes_only_under_the_paths_it_was_given(corpus: Path, tmp_pat
     for name in ("cwd", "home", "tmp"):
         assert list(places[name].iterdir()) == [], name
     assert {p.name for p in places["work"].iterdir()} <= {"data", "run", "mpl"}
+
+
+def test_a_full_disk_while_saving_is_one_line_and_resuming_continues(
+    corpus: Path, tmp_path: Path, capsys
+) -> None:
+    """The second save finds the disk full: one line naming the file and the cause, no
+    temporary file left, the first checkpoint whole; resuming continues from it."""
+    full = (
+        '{"class_path": "tests.training_helpers.FullDiskDuringSave", "init_args": {"fail_at": 2}}'
+    )
+    args = tiny_run_args(
+        corpus, tmp_path, **{"trainer.max_steps": 9, "trainer.callbacks.every_n_train_steps": 3}
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, f"--trainer.plugins={full}"])
+    assert exit_info.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith("last.ckpt: No space left on device")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["last.ckpt"]
+    assert saved_step(tmp_path) == 3
+    main(["fit", *args, "--ckpt_path=last"])
+    assert saved_step(tmp_path) == 9
+
+
+def seq2seq_process(*args: str, **popen: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "seq2seq.cli", *args],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+@pytest.mark.parametrize(("closed", "message"), [(0, "stdin is closed"), (1, "stdout is closed")])
+def test_closed_stdin_or_stdout_is_one_line(trained, closed: int, message: str) -> None:
+    process = seq2seq_process(
+        "translate", "--checkpoint", str(trained.checkpoint), preexec_fn=lambda: os.close(closed)
+    )
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert (
+        errors.strip().splitlines()[-1]
+        == f"seq2seq: error: {message}: give --{'input' if closed == 0 else 'output'} PATH"
+    )
+    assert "Traceback" not in errors
+
+
+def test_a_reader_that_has_gone_ends_translate_quietly(trained, tmp_path: Path) -> None:
+    """`seq2seq translate ... | head -1` when head has gone: no error, as for cat (status 141)."""
+    source = tmp_path / "few.de"
+    source.write_text("ab cd ef\ngh ij\n")
+    process = seq2seq_process(
+        "translate",
+        "--checkpoint",
+        str(trained.checkpoint),
+        "--input",
+        str(source),
+        stdout=subprocess.PIPE,
+    )
+    process.stdout.close()  # the reader is gone before the first line is written
+    process.wait(timeout=300)
+    errors = process.stderr.read()
+    assert process.returncode == 128 + signal.SIGPIPE
+    assert "Traceback" not in errors and "error" not in errors
+
+
+def test_ctrl_c_in_translate_is_one_line_and_leaves_no_file(trained, tmp_path: Path) -> None:
+    source, output = tmp_path / "many.de", tmp_path / "out.en"
+    source.write_text("ab cd ef gh ij kl mn op qr st\n" * 20000)
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "seq2seq.cli",
+                "translate",
+                "--checkpoint",
+                str(trained.checkpoint),
+                "--input",
+                str(source),
+                "--output",
+                str(output),
+            ],
+            cwd=REPO,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 120
+        while "translating" not in stderr.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the search has started
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130
+    lines = stderr.read_text().replace("\r", "\n").strip().splitlines()
+    assert lines[-1] == "seq2seq: interrupted" and "Traceback" not in stderr.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.de", "stderr"]  # no output
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_in_training_quits_with_130(corpus: Path, tmp_path: Path) -> None:
+    process = train_process(
+        corpus, tmp_path, "--trainer.callbacks.every_n_train_steps=0", resume=False
+    )
+    wait_for_updates(tmp_path, process, 3)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130, errors
+    assert "Traceback" not in errors

@@ -342,3 +342,19 @@ def test_a_checkpoint_from_before_the_inference_core_resumes(tmp_path: Path) -> 
     resumed = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
     assert resumed["global_step"] == 305
     assert resumed["hyper_parameters"]["scheduler"]["class_path"] == "seq2seq.schedules.Constant"
+
+
+@pytest.mark.parametrize(("steps", "validate_every"), [(3, None), (7, 3)])
+def test_every_run_saves_its_last_update(
+    steps: int, validate_every: int | None, corpus: Path, tmp_path: Path
+) -> None:
+    """With the reference config's callbacks (best and last by validation BLEU, early stopping
+    on it): a run that ends before its first validation, or between two, leaves last.ckpt at
+    its final update."""
+    options = {"trainer.max_steps": steps, "test_after_fit": "false", "trainer.logger": "null"}
+    if validate_every:
+        options |= {"trainer.val_check_interval": validate_every, "trainer.limit_val_batches": 1}
+    tiny = [a for a in tiny_run_args(corpus, tmp_path, **options) if "callbacks" not in a]
+    main(["fit", "--config", REFERENCE, *tiny])
+    last = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == steps

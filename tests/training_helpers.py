@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -227,3 +228,27 @@ class RunsCode:
 
     def __reduce__(self):
         return (Path.touch, (self.marker,))
+
+
+class FullDiskDuringSave(SafeCheckpointIO):
+    """The `fail_at`-th checkpoint save finds the disk full: its fsync raises ENOSPC, as a
+    full filesystem would when the data reach it."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.fail_at = fail_at
+        self.saves = 0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        self.saves += 1
+        if self.saves != self.fail_at:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        real_fsync = files.os.fsync
+
+        def no_space(descriptor: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        files.os.fsync = no_space
+        try:
+            super().save_checkpoint(checkpoint, path, storage_options)
+        finally:
+            files.os.fsync = real_fsync

@@ -5,16 +5,27 @@ Shapes: B batch, S source length, T target length, V target vocabulary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from seq2seq.model.cells import CellType
+from seq2seq.errors import require
+from seq2seq.model.cells import CELL_TYPES, CellType
 from seq2seq.model.decoder import Decoder, DecoderState, SearchWeights
 from seq2seq.model.encoder import Encoder, EncoderOutput
 from seq2seq.model.initialization import RecurrentInit, initialize
+
+SIZES = (
+    "embedding_size",
+    "encoder_hidden_size",
+    "encoder_layers",
+    "decoder_hidden_size",
+    "decoder_layers",
+    "attention_size",
+)
 
 
 class StepOutput(NamedTuple):
@@ -73,6 +84,30 @@ class Seq2SeqConfig:
     forget_bias: float = 1.0
     recurrent_init: RecurrentInit = "orthogonal"
     fused_encoder: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size"):
+            value = getattr(self, name)
+            require(value >= 5, f"architecture: {name} must be at least 5, not {value}")
+        for name in SIZES:
+            value = getattr(self, name)
+            require(value >= 1, f"architecture: {name} must be at least 1, not {value}")
+        for name in ("embedding_dropout", "dropout", "recurrent_dropout"):
+            value = getattr(self, name)
+            require(0.0 <= value < 1.0, f"architecture: {name} must lie in [0, 1), not {value}")
+        vocab = min(self.src_vocab_size, self.tgt_vocab_size)
+        for name in ("pad_id", "unk_id"):
+            value = getattr(self, name)
+            require(0 <= value < vocab, f"architecture: {name} {value} is not in the vocabulary")
+        known = ", ".join(CELL_TYPES)
+        require(
+            self.cell_type in CELL_TYPES,
+            f"architecture: cell_type must be one of {known}, not {self.cell_type!r}",
+        )
+        require(
+            math.isfinite(self.forget_bias),
+            f"architecture: forget_bias must be a number, not {self.forget_bias}",
+        )
 
 
 class Seq2Seq(nn.Module):
