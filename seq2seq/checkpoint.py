@@ -14,6 +14,7 @@ truncated, not a checkpoint, another model's) is a `Seq2SeqError`.
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -69,11 +70,17 @@ class LoadedModel(NamedTuple):
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """torch.save `checkpoint` to `path` atomically (temporary file, fsync, rename)."""
+    """torch.save `checkpoint` to `path` atomically (temporary file, fsync, rename).
+
+    Serialized in memory first: torch's zip writer reports a full disk as a RuntimeError about
+    stream positions, a plain write reports it as what it is.
+    """
     path = Path(path)
     make_directory(path.parent)
+    serialized = io.BytesIO()
+    torch.save(checkpoint, serialized)
     with atomic_write(path, binary=True) as out:
-        torch.save(checkpoint, out)
+        out.write(serialized.getbuffer())
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -397,3 +397,37 @@ def test_a_second_ctrl_c_in_training_quits_with_130(corpus: Path, tmp_path: Path
     _, errors = process.communicate(timeout=120)
     assert process.returncode == 130, errors
     assert "Traceback" not in errors
+
+
+def test_a_real_full_disk_while_saving(corpus: Path, tmp_path: Path) -> None:
+    """Checkpoints on a 2 MiB tmpfs: the second one does not fit. One line, no temporary file
+    left on the full disk, the first checkpoint whole. Needs the right to mount (root)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        args = tiny_run_args(
+            corpus,
+            tmp_path,
+            **{
+                "trainer.max_steps": 9,
+                "trainer.callbacks.every_n_train_steps": 3,
+                "trainer.callbacks.dirpath": str(small),
+            },
+        )
+        completed = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "fit", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        errors = [line for line in completed.stderr.splitlines() if "error:" in line]
+        assert completed.returncode == 1 and "Traceback" not in completed.stderr
+        assert len(errors) == 1 and errors[0].endswith("last.ckpt: No space left on device")
+        assert [p.name for p in small.iterdir()] == ["last.ckpt"]
+        assert load_checkpoint(small / "last.ckpt")["global_step"] == 3
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
