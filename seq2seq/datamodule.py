@@ -119,9 +119,7 @@ class TranslationDataModule(L.LightningDataModule):
         plan = self._plan()
         tokenizer = self._load_or_train_tokenizer(plan)
         for split in plan.corpora:
-            encoded = self._encode(plan, tokenizer, split)
-            if split == "train":
-                rank_zero_info(encoded.report.summary("train corpus"))
+            self._encode(plan, tokenizer, split)
 
     def setup(self, stage: str | None = None) -> None:
         """Open the tokenizer and the encoded splits `stage` needs (every rank)."""
@@ -133,11 +131,16 @@ class TranslationDataModule(L.LightningDataModule):
             encoded = self._encode(plan, self.tokenizer, split)
             if split == "train":
                 self.datasets[split] = encoded
+                rank_zero_info(encoded.report.summary("train corpus"))  # once a fit
             else:  # evaluation is scored against the original lines, never ids decoded back
                 references = [
                     line for corpus in plan.corpora[split] for line in read_lines(corpus.tgt)
                 ]
                 self.datasets[split] = WithReferences(encoded, references)
+
+    def has_split(self, split: str) -> bool:
+        """Whether the corpus has a `split` ("train", "val" or "test")."""
+        return split in self._corpora()
 
     def train_dataloader(self) -> DataLoader:
         """Length-bucketed, token-bounded training batches, reshuffled every epoch."""

@@ -21,6 +21,8 @@ what LightningCLI gives, it
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 import yaml
 from jsonargparse import ArgumentError
+from jsonargparse._deprecated import JsonargparseDeprecationWarning
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
@@ -36,7 +39,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seq2seq.allocator import keep_freed_memory
 from seq2seq.callbacks import (
@@ -54,6 +57,7 @@ from seq2seq.lit_module import TranslationModule
 from seq2seq.model.autocast import has_fast_bf16
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+NOISE = re.compile(r"💡 Tip|(GPU|TPU|HPU|IPU) available")
 
 
 class SafeCheckpointIO(CheckpointIO):
@@ -83,7 +87,9 @@ class TranslationCLI(LightningCLI):
         """The data -> model links, seq2seq's callbacks and `--test_after_fit`."""
         parser.link_arguments("data.vocab_size", "model.architecture.src_vocab_size")
         parser.link_arguments("data.vocab_size", "model.architecture.tgt_vocab_size")
-        parser.set_defaults({"trainer.use_distributed_sampler": False})
+        parser.set_defaults(
+            {"trainer.use_distributed_sampler": False, "trainer.enable_model_summary": False}
+        )
         # in this order: gradient health logs an update's gradients before a skip drops them
         parser.add_lightning_class_args(GradientHealth, "gradient_health")
         parser.add_lightning_class_args(SkipNonFiniteUpdates, "skip_nonfinite")
@@ -140,9 +146,17 @@ class TranslationCLI(LightningCLI):
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         return trainer
 
+    def before_fit(self) -> None:
+        """The model's size in one line (instead of Lightning's summary table); a test after
+        fit without a test corpus is said before training, not after it."""
+        parameters = sum(p.numel() for p in self.model.parameters())
+        rank_zero_info(f"model: {parameters:,} parameters")
+        if self.config[self.subcommand].test_after_fit and not self.datamodule.has_split("test"):
+            rank_zero_warn("the corpus has no test set: the test after training is skipped")
+
     def after_fit(self) -> None:
         """With `--test_after_fit`: test the best checkpoint and print test BLEU."""
-        if self.config[self.subcommand].test_after_fit:
+        if self.config[self.subcommand].test_after_fit and self.datamodule.has_split("test"):
             has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
             self.trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None
@@ -177,11 +191,24 @@ def replaced_settings(given: dict, saved: dict, prefix: str) -> list[str]:
     return replaced
 
 
+def quiet_console() -> None:
+    """Leave out of the console what is not the user's to act on: Lightning's advertisements
+    and accelerator census, and deprecation warnings raised inside Lightning's own calls."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_noise)
+    warnings.filterwarnings("ignore", category=JsonargparseDeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # `seq2seq prepare ...` passes its own arguments while sys.argv holds the command's
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    return not NOISE.match(record.getMessage())
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI:
     """Parse `args` (default: the command line) and, when `run`, run the subcommand."""
     check_config_files(sys.argv[1:] if args is None else args)
-    # `seq2seq prepare ...` passes its own arguments while sys.argv holds the command's
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    quiet_console()
     return TranslationCLI(
         TranslationModule,
         TranslationDataModule,

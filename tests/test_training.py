@@ -1,6 +1,8 @@
 """Training through `train.py`'s command line: learning, resumption, self-contained checkpoints."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ from seq2seq.lit_module import TranslationModule
 from seq2seq.translator import Translator
 from tests.training_helpers import reversal_corpus, tiny_run_args
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
 REFERENCE = str(CONFIGS / "multi30k_de_en.yaml")
 OVERLAYS = ["quick.yaml", "large.yaml", "bf16.yaml", "ddp.yaml"]
 
@@ -358,3 +361,31 @@ def test_every_run_saves_its_last_update(
     main(["fit", "--config", REFERENCE, *tiny])
     last = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
     assert last["global_step"] == steps
+
+
+def test_a_corpus_without_test_data_is_said_before_training_and_the_test_skipped(
+    corpus: Path, tmp_path: Path, recwarn
+) -> None:
+    options = {"trainer.max_steps": 2, "data.corpus.test": "null", "test_after_fit": "true"}
+    main(["fit", *tiny_run_args(corpus, tmp_path, **options)])
+    said = [str(w.message) for w in recwarn if "has no test set" in str(w.message)]
+    assert said == ["the corpus has no test set: the test after training is skipped"]
+
+
+def test_the_console_says_what_the_user_can_act_on(corpus: Path, tmp_path: Path) -> None:
+    """No advertisements, accelerator census, FLOP tables or Lightning-internal deprecations;
+    the model size and the corpus summary once."""
+    args = tiny_run_args(corpus, tmp_path, **{"trainer.max_steps": 2, "trainer.logger": "null"})
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    console = completed.stdout + completed.stderr
+    assert completed.returncode == 0, console
+    for noise in ("Tip:", "GPU available", "TPU available", "Flops", "deprecated"):
+        assert noise not in console, noise
+    assert console.count("train corpus: kept") == 1
+    assert "model: " in console and " parameters" in console

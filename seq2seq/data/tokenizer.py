@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,5 +166,26 @@ def _train_model(sentences: Iterable[str], config: TokenizerConfig) -> bytes:
             **SPECIAL_IDS,
         )
     except RuntimeError as error:  # SentencePiece reports bad settings this way
-        raise Seq2SeqError(f"SentencePiece training failed: {error}") from error
+        raise Seq2SeqError(_training_failure(error, config)) from error
     return model.getvalue()
+
+
+def _training_failure(error: RuntimeError, config: TokenizerConfig) -> str:
+    """SentencePiece's error in the user's terms: a vocabulary too large or too small for the
+    corpus names `--data.vocab_size` and the size that fits."""
+    text = str(error)
+    too_large = re.search(r"Please set it to a value <= (\d+)", text)
+    if too_large:
+        return (
+            f"--data.vocab_size {config.vocab_size} is too large for this training corpus: its"
+            f" text makes at most {too_large[1]} pieces; set --data.vocab_size {too_large[1]} or"
+            " lower"
+        )
+    too_small = re.search(r"smaller than required_chars\. \d+ vs (\d+)", text)
+    if too_small:
+        return (
+            f"--data.vocab_size {config.vocab_size} is too small for this training corpus: its"
+            f" characters (and byte pieces) need at least {too_small[1]}; set --data.vocab_size"
+            f" {too_small[1]} or more, or lower --data.character_coverage"
+        )
+    return f"SentencePiece training failed: {text}"

@@ -72,9 +72,15 @@ def test_load_from_empty_directory(tmp_path: Path) -> None:
         Tokenizer.load(tmp_path)
 
 
-def test_too_large_vocabulary_is_a_clear_error(tiny_corpus: dict[str, CorpusFiles]) -> None:
-    with pytest.raises(Seq2SeqError, match="SentencePiece training failed"):
+def test_too_large_vocabulary_names_the_option_and_the_largest_size_that_fits(
+    tiny_corpus: dict[str, CorpusFiles],
+) -> None:
+    with pytest.raises(Seq2SeqError) as error:
         train_tokenizer([tiny_corpus["train"]], TokenizerConfig(vocab_size=50_000))
+    message = str(error.value)
+    assert message.startswith("--data.vocab_size 50000 is too large for this training corpus")
+    largest = int(message.rsplit("--data.vocab_size ", 1)[1].split()[0])
+    train_tokenizer([tiny_corpus["train"]], TokenizerConfig(vocab_size=largest))  # it does fit
 
 
 def test_decoded_byte_pieces_never_break_a_line(tiny_tokenizer: Tokenizer) -> None:
@@ -88,3 +94,14 @@ def test_decoded_byte_pieces_never_break_a_line(tiny_tokenizer: Tokenizer) -> No
     assert decoded == ["A B"] * len(hostile)
     assert all(len(text.splitlines()) == 1 for text in decoded)
     assert tiny_tokenizer.decode_tgt([[piece("<0x41>"), piece("<0x09>")]]) == ["A\t"]
+
+
+def test_too_small_vocabulary_names_the_option_and_the_smallest_size_that_fits(
+    tiny_corpus: dict[str, CorpusFiles],
+) -> None:
+    with pytest.raises(Seq2SeqError) as error:
+        train_tokenizer([tiny_corpus["train"]], TokenizerConfig(vocab_size=100))
+    message = str(error.value)
+    assert message.startswith("--data.vocab_size 100 is too small for this training corpus")
+    smallest = int(message.split("set --data.vocab_size ")[1].split()[0])
+    train_tokenizer([tiny_corpus["train"]], TokenizerConfig(vocab_size=smallest + 10))
