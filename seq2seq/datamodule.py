@@ -30,6 +30,7 @@ from seq2seq.data.corpus import (
 from seq2seq.data.multi30k import Multi30k
 from seq2seq.data.sampler import TokenBatchSampler
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from seq2seq.data.tsv import Tsv  # noqa: F401  (registers the format: --data.corpus Tsv)
 from seq2seq.errors import Seq2SeqError, require
 from seq2seq.files import atomic_write, read_lines
 from seq2seq.plain import from_plain, to_plain
@@ -50,9 +51,10 @@ class TranslationDataModule(L.LightningDataModule):
     Args:
         src_lang: source language code; also the file suffix of source files.
         tgt_lang: target language code; also the file suffix of target files.
-        corpus: where the corpora come from: `Multi30k` (found locally or downloaded) or
-            `Files` (a user's own: `--data.corpus Files --data.corpus.train '[corpora/train]'
-            --data.corpus.val corpora/dev`).
+        corpus: where the corpora come from: `Multi30k` (found locally or downloaded),
+            `Files` (a user's own line-aligned files: `--data.corpus Files
+            --data.corpus.train '[corpora/train]' --data.corpus.val corpora/dev`) or `Tsv`
+            (a user's own tab-separated files).
         data_dir: working directory for downloads, tokenizers and encoded caches.
         vocab_size: SentencePiece pieces per vocabulary (special ids included).
         tokenizer_type: SentencePiece algorithm, `unigram` or `bpe`.

@@ -46,25 +46,42 @@ class Files(ParallelCorpus):
     (`corpora/train` with de -> en: `corpora/train.de`, `corpora/train.en`, or `.gz`).
 
     Args:
-        train: training corpora as path prefixes, concatenated.
+        train: training corpora as path prefixes, mixed as `upsample` says.
         val: validation corpus prefix.
         test: test corpus prefix.
+        upsample: how many times each training corpus is repeated (default once each): the way
+            to weigh a small in-domain corpus against a large general one.
     """
 
     train: list[str]
     val: str | None = None
     test: str | None = None
+    upsample: list[int] | None = None
 
     def splits(self, src_lang: str, tgt_lang: str, data_dir: Path) -> dict[str, list[CorpusFiles]]:
-        """The prefixes given, each as a pair of files."""
+        """The prefixes given, each as a pair of files; training corpora repeated."""
         if not self.train:
             raise Seq2SeqError("Files needs at least one training corpus (train)")
         prefixes = {"train": self.train, "val": [self.val], "test": [self.test]}
-        return {
+        corpora = {
             split: [CorpusFiles.from_prefix(prefix, src_lang, tgt_lang) for prefix in names]
             for split, names in prefixes.items()
             if names and names[0] is not None
         }
+        corpora["train"] = upsampled(corpora["train"], self.upsample)
+        return corpora
+
+
+def upsampled(corpora: list[CorpusFiles], factors: list[int] | None) -> list[CorpusFiles]:
+    """Each corpus repeated its factor times (all once without factors), in order."""
+    if factors is None:
+        return corpora
+    if len(factors) != len(corpora) or min(factors) < 1:
+        raise Seq2SeqError(
+            f"upsample needs a whole number of at least 1 per training corpus ({len(corpora)}),"
+            f" not {factors}"
+        )
+    return [corpus for corpus, factor in zip(corpora, factors, strict=True) for _ in range(factor)]
 
 
 def _with_language(prefix: str, lang: str) -> str:
