@@ -5,7 +5,9 @@ what LightningCLI gives, it
 - links derived values: the model's vocabulary sizes come from the data's `vocab_size`;
 - keeps checkpoints in `<default_root_dir>/checkpoints` unless a callback names a directory,
   so `--ckpt_path last` finds the previous run's `last.ckpt`;
-- logs to TensorBoard and CSV under `<default_root_dir>` unless `trainer.logger` is given;
+- logs to TensorBoard and to metrics.csv / grad_flow.csv under `<default_root_dir>` unless
+  `trainer.logger` is given, and leaves train.log, learning_curves.png and the validation
+  hypotheses there (seq2seq/reports.py);
 - leaves distribution of batches to the data module's sampler (`use_distributed_sampler`
   false), which keeps length buckets and gives every rank as many batches;
 - always runs the gradient-health callback (`--gradient_health.every_n_steps 0` turns it off),
@@ -38,7 +40,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seq2seq.allocator import keep_freed_memory
@@ -55,6 +57,13 @@ from seq2seq.errors import Seq2SeqError, one_line
 from seq2seq.files import make_directory
 from seq2seq.lit_module import TranslationModule
 from seq2seq.model.autocast import has_fast_bf16
+from seq2seq.reports import (
+    EvaluationReport,
+    LearningCurves,
+    MetricsFiles,
+    RunLog,
+    how_training_ended,
+)
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 NOISE = re.compile(r"💡 Tip|(GPU|TPU|HPU|IPU) available")
@@ -122,10 +131,7 @@ class TranslationCLI(LightningCLI):
         root = trainer_config.get("default_root_dir") or "."
         make_directory(root)
         if trainer_config.get("logger") in (None, True):  # not configured: ours, under the root
-            kwargs["logger"] = [
-                TensorBoardLogger(root, name="tensorboard"),
-                CSVLogger(root, name="csv"),
-            ]
+            kwargs["logger"] = [TensorBoardLogger(root, name="tensorboard"), MetricsFiles(root)]
         plugins = trainer_config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
@@ -140,11 +146,30 @@ class TranslationCLI(LightningCLI):
                 "bf16-mixed on a CPU without AMX or AVX-512 BF16: bf16 is emulated here and"
                 " many times slower than --trainer.precision 32-true"
             )
-        trainer.callbacks += [TargetTokenThroughput(), CheckpointOnInterrupt(), SaveFinalUpdate()]
+        trainer.callbacks += [
+            TargetTokenThroughput(),
+            CheckpointOnInterrupt(),
+            SaveFinalUpdate(),
+            EvaluationReport(),
+            LearningCurves(),
+        ]
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """The subcommand, its console also in the run's train.log (reports.py)."""
+        log = (
+            RunLog(self.trainer.default_root_dir, subcommand)
+            if self.trainer.is_global_zero
+            else None
+        )
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            if log is not None:
+                log.close()
 
     def before_fit(self) -> None:
         """The model's size in one line (instead of Lightning's summary table); a test after
@@ -155,7 +180,10 @@ class TranslationCLI(LightningCLI):
             rank_zero_warn("the corpus has no test set: the test after training is skipped")
 
     def after_fit(self) -> None:
-        """With `--test_after_fit`: test the best checkpoint and print test BLEU."""
+        """Say when and why training ended; with `--test_after_fit`, test the best checkpoint
+        and print test BLEU."""
+        if not self.trainer.interrupted:
+            rank_zero_info(how_training_ended(self.trainer))
         if self.config[self.subcommand].test_after_fit and self.datamodule.has_split("test"):
             has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
             self.trainer.test(
@@ -224,11 +252,12 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI
     )
 
 
-def main(args: list[str] | None = None) -> None:
-    """`train.py`: run the subcommand; a user error is one line and exit status 1."""
+def main(args: list[str] | None = None, prog: str = "train.py") -> None:
+    """`train.py` (and `seq2seq train`): run the subcommand; a user error is one line and exit
+    status 1."""
     keep_freed_memory()
     try:
         build_cli(args)
     except (Seq2SeqError, ArgumentError, MisconfigurationException) as error:
-        print(f"train.py: error: {one_line(error)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         sys.exit(1)

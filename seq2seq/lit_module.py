@@ -127,9 +127,9 @@ class TranslationModule(L.LightningModule):
         """A translator over the weights of now, in the trainer's precision."""
         self.translator = self._translator()
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Loss, and the batch's translations added to the split's scores."""
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> list[str]:
+        """Loss, and the batch's translations added to the split's scores (and returned)."""
+        return self._evaluate(batch, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Loss, and the batch's translations added to the split's scores."""
@@ -162,10 +162,12 @@ class TranslationModule(L.LightningModule):
         translations = self.translator.translate_ids(batch.source_ids(), self.searches[stage])
         return [nbest[0].text for nbest in translations]
 
-    def _evaluate(self, batch: Batch, stage: str) -> None:
+    def _evaluate(self, batch: Batch, stage: str) -> list[str]:
         loss, _, _ = self.loss(batch)
         self.log(f"{stage}/loss", loss, batch_size=len(batch), sync_dist=True)
-        self.scores[stage].update(self._translate(batch, stage), batch.references)
+        hypotheses = self._translate(batch, stage)
+        self.scores[stage].update(hypotheses, batch.references)
+        return hypotheses
 
     def _log_scores(self, stage: str) -> None:
         """Scores over the whole split: metric states are summed across ranks first."""

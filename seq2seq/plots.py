@@ -1,4 +1,4 @@
-"""PNG figures: attention heat maps, and gradient norms against position."""
+"""PNG figures: attention heat maps, gradient norms against position, learning curves."""
 
 from __future__ import annotations
 
@@ -54,5 +54,31 @@ def plot_attention(
     axes.set_xticks(range(width), src_pieces, rotation=90, fontsize=8)
     axes.set_yticks(range(height), tgt_pieces, fontsize=8)
     axes.xaxis.tick_top()
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_learning_curves(curves: dict[str, dict[int, float]], path: Path) -> None:
+    """Write a PNG of a run's curves against updates: training and validation loss, validation
+    BLEU, learning rate (`curves`: name -> {update: value}; empty curves are left out)."""
+    pyplot = _pyplot()
+    panels = (
+        ("loss", ("train/loss", "val/loss")),
+        ("BLEU", ("val/bleu",)),
+        ("learning rate", ("learning rate",)),
+    )
+    figure, axes = pyplot.subplots(1, len(panels), figsize=(12.0, 3.6))
+    for axis, (label, names) in zip(axes, panels, strict=True):
+        for name in names:
+            points = sorted(curves.get(name, {}).items())
+            if points:
+                axis.plot(
+                    *zip(*points, strict=True), marker="o" if "val" in name else "", label=name
+                )
+        axis.set_xlabel("updates")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+        if len(names) > 1:
+            axis.legend(fontsize=8)
     figure.tight_layout()
     _save(figure, path)

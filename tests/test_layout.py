@@ -17,6 +17,7 @@ LIGHTNING_MODULES = {
     "lightning_cli",
     "schedules",
     "metrics",
+    "reports",
 }
 
 

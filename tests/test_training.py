@@ -19,7 +19,14 @@ from tests.training_helpers import reversal_corpus, tiny_run_args
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 REFERENCE = str(CONFIGS / "multi30k_de_en.yaml")
-OVERLAYS = ["quick.yaml", "large.yaml", "bf16.yaml", "ddp.yaml"]
+OVERLAYS = [
+    "quick.yaml",
+    "large.yaml",
+    "bf16.yaml",
+    "ddp.yaml",
+    "own_corpus.yaml",
+    "multi30k_en_fr.yaml",
+]
 
 QUICK_STEPS = 200  # about one epoch of Multi30k at the quick config's batch size
 QUICK_MIN_BLEU = 3.5  # measured 7.00 after 200 steps; the broken-init model scored 0.0
@@ -361,6 +368,41 @@ def test_every_run_saves_its_last_update(
     main(["fit", "--config", REFERENCE, *tiny])
     last = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
     assert last["global_step"] == steps
+    log = (tmp_path / "run/train.log").read_text()
+    assert f"training ended after {steps} updates: trainer.max_steps {steps} was reached" in log
+
+
+def test_early_stopping_says_when_and_why(corpus: Path, tmp_path: Path) -> None:
+    """A run that early stopping ends says so, at which update and why, in the log."""
+    stop_early = tmp_path / "stop_early.yaml"
+    callback = {"monitor": "val/loss", "mode": "min", "patience": 1, "min_delta": 1000}
+    stop_early.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [
+                        {
+                            "class_path": "lightning.pytorch.callbacks.EarlyStopping",
+                            "init_args": callback,
+                        }
+                    ]
+                }
+            }
+        )
+    )
+    options = {
+        "trainer.max_steps": 20,
+        "trainer.val_check_interval": 2,  # (1 would mean "every epoch" to EarlyStopping)
+        "trainer.limit_val_batches": 1,
+        "test_after_fit": "false",
+    }
+    tiny = [a for a in tiny_run_args(corpus, tmp_path, **options) if "callbacks" not in a]
+    main(["fit", "--config", str(stop_early), *tiny])
+    log = (tmp_path / "run/train.log").read_text()
+    assert (
+        "training ended after 4 updates: early stopping: Monitored metric val/loss did not"
+        " improve in the last 1 records." in log
+    )
 
 
 def test_a_corpus_without_test_data_is_said_before_training_and_the_test_skipped(
