@@ -42,7 +42,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def prepare(args: list[str]) -> None:
-    """Fetch the corpora, train the tokenizer, encode every split, print statistics as JSON."""
+    """`seq2seq prepare`: fetch the corpora, train the tokenizer, encode them; statistics as JSON.
+
+    It takes train.py's options and configs (so that it prepares what a run would use); its
+    --help lists the data options only."""
+    if {"-h", "--help"} & set(args):
+        _print_data_help()
+        return
     from jsonargparse import ArgumentError
 
     from seq2seq.lightning_cli import build_cli  # Lightning is slow to import: only when needed
@@ -90,10 +96,26 @@ def search_options(defaults: SearchOptions, options: argparse.Namespace) -> Sear
     return dataclasses.replace(defaults, **given)
 
 
+def _print_data_help() -> None:
+    from jsonargparse import ArgumentParser
+
+    from seq2seq.datamodule import TranslationDataModule
+
+    parser = ArgumentParser(
+        prog="seq2seq prepare",
+        description="Prepare the data a run would use and print its statistics as JSON. Takes"
+        " train.py's options and --config files; these are the data options:",
+    )
+    parser.add_class_arguments(TranslationDataModule, "data")
+    parser.print_help()
+
+
 def _translation_arguments(parser: argparse.ArgumentParser) -> None:
     from seq2seq.translator import PRECISIONS
 
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
+    parser.add_argument(
+        "--checkpoint", "--ckpt_path", required=True, help="a .ckpt written by train.py"
+    )
     add_search_options(parser)
     parser.add_argument(
         "--batch-tokens", type=positive_int, default=4000, help="source tokens per batch"
@@ -194,46 +216,76 @@ def positive_int(text: str) -> int:
 
 
 def evaluate(args: list[str]) -> None:
-    """`seq2seq evaluate`: translate a source file and score it against a reference."""
-    parser = Parser(prog="seq2seq evaluate", description="Translate and score.")
+    """`seq2seq evaluate`: translate a source file and score it against references."""
+    parser = Parser(prog="seq2seq evaluate", description="Translate a file and score it.")
     _translation_arguments(parser)
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--reference", required=True)
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--input", "--source", dest="source", required=True, help="source text")
+    _scoring_arguments(parser)
+    parser.add_argument("--output", help="also keep the translations in this file")
     options = parser.parse_args(args)
-    sources, references = read_input(options.source), read_input(options.reference)
-    if len(sources) != len(references):
-        raise Seq2SeqError(
-            f"{options.source} has {len(sources)} lines, {options.reference} has {len(references)}"
-        )
+    if options.output:
+        _check_output(options.output, options.source)
+    sources = read_input(options.source)
+    references = _references(options, len(sources), options.source)
     translator, search = _load_translator(options, nbest=1)
     results = _translate_lines(translator, search, options, sources)
     hypotheses = [best[0].text for best in results]
-    _print_scores(hypotheses, references, options.json)
+    if options.output:
+        write_output(options.output, hypotheses)
+    run = {"checkpoint": str(options.checkpoint), "search": dataclasses.asdict(search)}
+    _print_scores(hypotheses, references, options, run)
 
 
 def score(args: list[str]) -> None:
-    """`seq2seq score`: score existing translations against a reference."""
-    parser = Parser(prog="seq2seq score", description="Score existing output.")
-    parser.add_argument("--hypotheses", required=True)
-    parser.add_argument("--reference", required=True)
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    """`seq2seq score`: score existing translations against references."""
+    parser = Parser(prog="seq2seq score", description="Score existing translations.")
+    parser.add_argument(
+        "--input", "--hypotheses", dest="hypotheses", required=True, help="the translations"
+    )
+    _scoring_arguments(parser)
     options = parser.parse_args(args)
-    _print_scores(read_input(options.hypotheses), read_input(options.reference), options.json)
+    hypotheses = read_input(options.hypotheses)
+    _print_scores(hypotheses, _references(options, None, None), options, {})
 
 
-def _print_scores(hypotheses: list[str], references: list[str], as_json: bool) -> None:
+def _scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    from seq2seq.evaluation import TOKENIZERS
+
+    parser.add_argument(
+        "--reference", nargs="+", required=True, help="one or more reference files, line-aligned"
+    )
+    parser.add_argument(
+        "--tokenize", choices=TOKENIZERS, default="13a", help="BLEU's tokenizer (13a: sacreBLEU's)"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _references(options: argparse.Namespace, lines: int | None, source: str | None) -> list:
+    """The reference streams; with `lines`, each must have as many lines as the source."""
+    streams = [read_input(path) for path in options.reference]
+    for path, stream in zip(options.reference, streams, strict=True):
+        if lines is not None and len(stream) != lines:
+            raise Seq2SeqError(f"{source} has {lines} lines, {path} has {len(stream)}")
+    return streams
+
+
+def _print_scores(
+    hypotheses: list[str], references: list[list[str]], options: argparse.Namespace, run: dict
+) -> None:
     from seq2seq.evaluation import score_corpus
 
-    scores = score_corpus(hypotheses, references)
-    if as_json:
-        write_output("-", [json.dumps([vars(s) for s in scores], indent=2)])
+    scores = score_corpus(hypotheses, references, options.tokenize)
+    if options.json:
+        record = {**run, "references": options.reference, "scores": [vars(s) for s in scores]}
+        write_output("-", [json.dumps(record, indent=2)])
     else:
         write_output("-", [str(s) for s in scores])
 
 
 def grad_flow(args: list[str]) -> None:
-    """||dL/dh(t)|| against distance from the loss for rnn, gru and lstm, without and with LN."""
+    """`seq2seq grad-flow`: how far gradients travel back through time in rnn, gru and lstm.
+
+    ||dL/dh(t)|| against distance from the loss, without and with layer norm."""
     parser = Parser(
         prog="seq2seq grad-flow",
         description="How far gradients travel back through time in freshly initialized "
@@ -338,7 +390,15 @@ def write_output(path: str, lines: list[str]) -> None:
         out.write(text)
 
 
+def train(args: list[str]) -> None:
+    """`seq2seq train fit|validate|test|predict`: train.py itself (configs, --ckpt_path, ...)."""
+    from seq2seq.lightning_cli import main as train_main  # Lightning: only when needed
+
+    train_main(args, prog="seq2seq train")
+
+
 COMMANDS = {
+    "train": train,
     "prepare": prepare,
     "translate": translate,
     "evaluate": evaluate,
@@ -349,8 +409,17 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> None:
     """The `seq2seq` command: run a subcommand; a user error is one line and exit status 1."""
-    parser = Parser(prog="seq2seq", description="Recurrent neural machine translation.")
-    parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
+    summaries = "\n".join(
+        f"  {name:<10} {command.__doc__.split(': ', 1)[1].splitlines()[0]}"
+        for name, command in COMMANDS.items()
+    )
+    parser = Parser(
+        prog="seq2seq",
+        description="Recurrent neural machine translation.",
+        epilog=f"commands:\n{summaries}\n\n`seq2seq COMMAND --help` lists a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="command", help="what to do")
     parser.add_argument("options", nargs=argparse.REMAINDER, help="the command's options (--help)")
     try:
         arguments = parser.parse_args(argv)

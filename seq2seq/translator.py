@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -86,11 +86,23 @@ class Translator:
         return cls(model, tokenizer, precision, search)
 
     def translate(
-        self, sentences: list[str], beam_size: int | None = None, batch_tokens: int = 4000
+        self,
+        sentences: list[str],
+        beam_size: int | None = None,
+        batch_tokens: int = 4000,
+        **search: Any,
     ) -> list[str]:
-        """The best translation of every sentence, in input order; empty lines stay empty."""
-        options = self.options if beam_size is None else replace(self.options, beam_size=beam_size)
-        options = replace(options, nbest=1)
+        """The best translation of every sentence, in input order; empty lines stay empty.
+        `beam_size` and `search` (SearchOptions' fields: strategy, length_penalty, alpha, ...)
+        change the translator's search options for this call."""
+        given = {"beam_size": beam_size, **search} if beam_size is not None else search
+        unknown = set(given) - {f.name for f in fields(SearchOptions)} | ({"nbest"} & set(given))
+        if unknown:
+            raise Seq2SeqError(
+                f"translate takes SearchOptions' fields but nbest (translate_nbest gives"
+                f" several), not {', '.join(sorted(unknown))}"
+            )
+        options = replace(self.options, **given, nbest=1)
         return [best[0].text for best in self.translate_nbest(sentences, options, batch_tokens)]
 
     def translate_nbest(

@@ -161,56 +161,92 @@ def test_translate_command_nbest_format(trained, tmp_path: Path) -> None:
     float(lines[0].split(" ||| ")[2])
 
 
+def sacrebleu_command_line(hypotheses: Path, references: list[Path], *options: str) -> list:
+    """sacreBLEU's own command line: BLEU, chrF and TER scores (a JSON list)."""
+    return json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sacrebleu",
+                *map(str, references),
+                "-i",
+                str(hypotheses),
+                "-m",
+                "bleu",
+                "chrf",
+                "ter",
+                "-b",
+                "-w",
+                "4",
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+
+
 def test_evaluate_and_score_match_sacrebleu_command_line(trained, tmp_path: Path, capsys) -> None:
     checkpoint, corpus = trained
+    hypotheses = tmp_path / "hyp.en"
     main(
         [
             "evaluate",
             "--checkpoint",
             str(checkpoint),
-            "--source",
+            "--input",
             str(corpus / "test.de"),
             "--reference",
             str(corpus / "test.en"),
             "--beam-size",
             "2",
+            "--output",
+            str(hypotheses),
             "--json",
         ]
     )
-    evaluated = {s["metric"]: s for s in json.loads(capsys.readouterr().out)}
-    assert evaluated["BLEU"]["score"] > 50  # the model reverses word order well
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["checkpoint"] == str(checkpoint) and evaluated["search"]["beam_size"] == 2
+    by_metric = {s["metric"]: s for s in evaluated["scores"]}
+    assert by_metric["BLEU"]["score"] > 50  # the model reverses word order well
+    assert set(by_metric["BLEU"]["details"]) == {"precisions", "bp", "ratio", "hyp_len", "ref_len"}
+    main(["score", "--input", str(hypotheses), "--reference", str(corpus / "test.en"), "--json"])
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["scores"] == evaluated["scores"]
+    reference = sacrebleu_command_line(hypotheses, [corpus / "test.en"])
+    assert reference == pytest.approx([by_metric[m]["score"] for m in ("BLEU", "chrF2", "TER")])
+    assert by_metric["BLEU"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
 
-    hypotheses = tmp_path / "hyp.en"
-    translate_file(str(checkpoint), str(corpus / "test.de"), str(hypotheses), "--beam-size", "2")
+
+def test_score_with_several_references_and_another_tokenizer_matches_sacrebleu(
+    trained, tmp_path: Path, capsys
+) -> None:
+    _, corpus = trained
+    hypotheses = corpus / "test.en"  # scored against itself and a variant
+    variant = tmp_path / "variant.en"
+    variant.write_text("".join(line[::-1] + "\n" for line in hypotheses.read_text().splitlines()))
+    references = [hypotheses, variant]
     main(
-        ["score", "--hypotheses", str(hypotheses), "--reference", str(corpus / "test.en"), "--json"]
-    )
-    scored = {s["metric"]: s for s in json.loads(capsys.readouterr().out)}
-    assert scored == evaluated
-    reference = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "sacrebleu",
-            str(corpus / "test.en"),
-            "-i",
-            str(hypotheses),
-            "-m",
-            "bleu",
-            "chrf",
-            "ter",
-            "-b",
-            "-w",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout  # a JSON list when several metrics are asked for
-    assert json.loads(reference) == pytest.approx(
-        [scored[m]["score"] for m in ("BLEU", "chrF2", "TER")], abs=0.01
+            "score",
+            "--hypotheses",
+            str(variant),
+            "--reference",
+            *map(str, references),
+            "--tokenize",
+            "char",
+            "--json",
+        ]
     )
-    assert scored["BLEU"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    scored = {s["metric"]: s for s in json.loads(capsys.readouterr().out)["scores"]}
+    expected = sacrebleu_command_line(variant, references, "-tok", "char")
+    assert [scored[m]["score"] for m in ("BLEU", "chrF2", "TER")] == pytest.approx(expected)
+    assert "nrefs:2" in scored["BLEU"]["signature"] and "tok:char" in scored["BLEU"]["signature"]
+    main(["score", "--input", str(variant), "--reference", str(hypotheses)])
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("BLEU|nrefs:1|case:mixed") and "(BP = " in line and "ref_len = " in line
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -261,3 +297,33 @@ def test_search_flags_are_the_fields_of_the_search_options(trained, tmp_path: Pa
         translate_file(trained.checkpoint, tmp_path / "none.de", tmp_path / "out", "--nbest", "9")
     assert exit_info.value.code == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_translate_takes_the_search_options_the_command_line_has(trained) -> None:
+    translator = Translator.from_checkpoint(trained.checkpoint)
+    sources = ["ab cd ef", "gh ij"]
+    greedy = translator.translate(sources, 1)
+    assert translator.translate(sources, strategy="greedy") == greedy
+    assert translator.translate(sources, 3, length_penalty="none", alpha=0.0, min_length=1)
+    with pytest.raises(Seq2SeqError, match="not alhpa"):
+        translator.translate(sources, alhpa=0.5)
+    with pytest.raises(Seq2SeqError, match="not nbest"):
+        translator.translate(sources, nbest=2)
+
+
+def test_the_command_lists_its_subcommands_and_trains(trained, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    listing = capsys.readouterr().out
+    for command in ("train", "prepare", "translate", "evaluate", "score", "grad-flow"):
+        assert f"\n  {command} " in listing
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "fit", "--config", "configs/multi30k_de_en.yaml", "--print_config"])
+    assert exit_info.value.code == 0 and "default_root_dir: runs/multi30k_de_en" in (
+        capsys.readouterr().out
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "fit", "--model.learnin_rate=1"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith("seq2seq train: error: ")
