@@ -1,10 +1,11 @@
-"""Lightning callbacks: throughput, non-finite updates, gradient health, checkpoint on Ctrl-C,
-the prediction writer."""
+"""Lightning callbacks: throughput, non-finite updates, gradient health, checkpoints (the best
+under a fixed name, the last update, on Ctrl-C), the prediction writer."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -251,6 +252,39 @@ def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
+
+
+class BestCheckpoints(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (the `save_top_k` best by `monitor`, and `last.ckpt`) that
+    also keeps `best.ckpt` in its directory: a relative link to the best checkpoint so far, so
+    that commands can name a run's best model whatever the file is called."""
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key: runs saved with Lightning's own class resume with this one."""
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save as ModelCheckpoint does, then point best.ckpt at the best."""
+        super().on_validation_end(trainer, pl_module)
+        self._link_best(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save as ModelCheckpoint does, then point best.ckpt at the best."""
+        super().on_train_epoch_end(trainer, pl_module)
+        self._link_best(trainer)
+
+    def _link_best(self, trainer: L.Trainer) -> None:
+        best = Path(self.best_model_path) if self.best_model_path else None
+        if not trainer.is_global_zero or best is None or not best.is_file():
+            return
+        link = best.parent / "best.ckpt"
+        if link.is_symlink() and os.readlink(link) == best.name:
+            return
+        temporary = best.parent / ".best.ckpt.link"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(best.name)
+        os.replace(temporary, link)  # atomic: best.ckpt is never missing once it exists
 
 
 class SaveFinalUpdate(L.Callback):

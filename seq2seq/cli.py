@@ -1,12 +1,16 @@
-"""The `seq2seq` command: prepare, translate, evaluate, score.
+"""The `seq2seq` command: train, prepare, translate, evaluate, score, grad-flow, average.
 
+    seq2seq train     fit|validate|test|predict [train.py's options]   train.py itself
     seq2seq prepare   [train.py's options]                  data statistics as JSON
     seq2seq translate --checkpoint CKPT [--input PATH|-] [--output PATH|-] [search options]
                       [--batch-tokens T] [--device cpu|cuda] [--precision auto|fp32|bf16]
                       [--plot-attention DIR]
-    seq2seq evaluate  --checkpoint CKPT --source PATH --reference PATH [search options] [--json]
-    seq2seq score     --hypotheses PATH --reference PATH [--json]
+    seq2seq evaluate  --checkpoint CKPT --input PATH --reference PATH [PATH ...]
+                      [--output PATH] [--tokenize TOK] [search options] [--json]
+    seq2seq score     --input PATH --reference PATH [PATH ...] [--tokenize TOK] [--json]
     seq2seq grad-flow [--config CFG | --checkpoint CKPT] [--length T] --output DIR
+    seq2seq average   (--checkpoints CKPT ... | --run DIR --last K | --run DIR --best K)
+                      --output CKPT
 
 The search options are SearchOptions' fields as flags (`--beam-size` for beam_size, ...); what
 is not given is the checkpoint's test setting. Every user error is one line on stderr and exit
@@ -390,6 +394,60 @@ def write_output(path: str, lines: list[str]) -> None:
         out.write(text)
 
 
+def average(args: list[str]) -> None:
+    """`seq2seq average`: one checkpoint whose weights are the mean of several of one run's."""
+    parser = Parser(
+        prog="seq2seq average",
+        description="Average the weights of checkpoints of one model (float64 mean) into a"
+        " checkpoint without optimizer state, which every command reads.",
+    )
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--checkpoints", nargs="+", type=Path, help="the checkpoints to average")
+    given.add_argument("--run", type=Path, help="a run directory: choose with --last or --best")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--last", type=positive_int, metavar="K", help="the K latest checkpoints")
+    choice.add_argument("--best", type=positive_int, metavar="K", help="the K best checkpoints")
+    parser.add_argument("--monitor", default="val/bleu", help="what --best ranks by")
+    parser.add_argument("--output", type=Path, required=True, help="the averaged checkpoint")
+    options = parser.parse_args(args)
+    paths = _checkpoints_to_average(options)
+    if any(path.resolve() == options.output.resolve() for path in paths):
+        raise Seq2SeqError(
+            f"--output {options.output} is one of the inputs: refusing to replace it"
+        )
+    from seq2seq.averaging import average_checkpoints
+    from seq2seq.checkpoint import save_checkpoint
+
+    save_checkpoint(average_checkpoints(paths), options.output)
+    print(f"{options.output}: the mean of {len(paths)} checkpoints", file=sys.stderr)
+
+
+def _checkpoints_to_average(options: argparse.Namespace) -> list[Path]:
+    """The paths given, or those --last/--best chooses in --run (each said on stderr)."""
+    if options.checkpoints:
+        if options.last or options.best:
+            raise Seq2SeqError(
+                "--last and --best choose in a --run directory, not among --checkpoints"
+            )
+        return options.checkpoints
+    if not (options.last or options.best):
+        raise Seq2SeqError("--run needs --last K or --best K")
+    from seq2seq import averaging
+
+    saved = averaging.saved_checkpoints(options.run)
+    if options.last:
+        chosen = averaging.last(saved, options.last)
+    else:
+        chosen = averaging.best(saved, options.best, options.monitor)
+    for checkpoint in chosen:
+        scores = ", ".join(f"{k} {v:.2f}" for k, (v, _) in sorted(checkpoint.scores.items()))
+        print(
+            f"averaging {checkpoint.path} (update {checkpoint.step}; {scores or 'no score'})",
+            file=sys.stderr,
+        )
+    return [checkpoint.path for checkpoint in chosen]
+
+
 def train(args: list[str]) -> None:
     """`seq2seq train fit|validate|test|predict`: train.py itself (configs, --ckpt_path, ...)."""
     from seq2seq.lightning_cli import main as train_main  # Lightning: only when needed
@@ -404,6 +462,7 @@ COMMANDS = {
     "evaluate": evaluate,
     "score": score,
     "grad-flow": grad_flow,
+    "average": average,
 }
 
 

@@ -233,8 +233,11 @@ def _not_noise(record: logging.LogRecord) -> bool:
     return not NOISE.match(record.getMessage())
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI:
-    """Parse `args` (default: the command line) and, when `run`, run the subcommand."""
+def build_cli(
+    args: list[str] | None = None, run: bool = True, prog: str = "train.py"
+) -> TranslationCLI:
+    """Parse `args` (default: the command line) and, when `run`, run the subcommand; `prog`
+    names the command in usage and help."""
     check_config_files(sys.argv[1:] if args is None else args)
     quiet_console()
     return TranslationCLI(
@@ -243,6 +246,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> TranslationCLI
         save_config_kwargs={"overwrite": True},
         # parse errors raise instead of printing the usage: main() makes them one line
         parser_kwargs={
+            "prog": prog,
             "exit_on_error": False,
             **{c: {"exit_on_error": False} for c in SUBCOMMANDS},
         },
@@ -257,7 +261,7 @@ def main(args: list[str] | None = None, prog: str = "train.py") -> None:
     status 1."""
     keep_freed_memory()
     try:
-        build_cli(args)
+        build_cli(args, prog=prog)
     except (Seq2SeqError, ArgumentError, MisconfigurationException) as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         sys.exit(1)

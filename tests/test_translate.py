@@ -316,8 +316,11 @@ def test_the_command_lists_its_subcommands_and_trains(trained, capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     listing = capsys.readouterr().out
-    for command in ("train", "prepare", "translate", "evaluate", "score", "grad-flow"):
+    for command in ("train", "prepare", "translate", "evaluate", "score", "grad-flow", "average"):
         assert f"\n  {command} " in listing
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert capsys.readouterr().out.startswith("usage: seq2seq train ")
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "fit", "--config", "configs/multi30k_de_en.yaml", "--print_config"])
     assert exit_info.value.code == 0 and "default_root_dir: runs/multi30k_de_en" in (
