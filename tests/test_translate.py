@@ -161,6 +161,18 @@ def test_translate_command_nbest_format(trained, tmp_path: Path) -> None:
     float(lines[0].split(" ||| ")[2])
 
 
+def test_translate_command_samples_reproducibly(trained, tmp_path: Path) -> None:
+    checkpoint, _ = trained
+    (tmp_path / "in.de").write_text("ab cd ef gh\nef ij\n")
+    runs = []
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        sampling = ["--strategy", "sample", "--nbest", "3", "--temperature", "3", "--seed", seed]
+        translate_file(str(checkpoint), str(tmp_path / "in.de"), str(tmp_path / name), *sampling)
+        runs.append((tmp_path / name).read_text().splitlines())
+    assert [line.split(" ||| ")[0] for line in runs[0]] == ["0", "0", "0", "1", "1", "1"]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
 def sacrebleu_command_line(hypotheses: Path, references: list[Path], *options: str) -> list:
     """sacreBLEU's own command line: BLEU, chrF and TER scores (a JSON list)."""
     return json.loads(

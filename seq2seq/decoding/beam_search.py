@@ -32,9 +32,11 @@ def beam_strategy(
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
+    sentence_keys: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The search strategy `beam`. A beam of one is greedy search, which the greedy module runs
-    without the beam bookkeeping (the same hypotheses, tested)."""
+    without the beam bookkeeping (the same hypotheses, tested). It draws nothing:
+    `sentence_keys` is not read."""
     if options.beam_size == 1:
         return greedy_strategy(step, state, max_lengths, options, bos_id, eos_id, keep_attention)
     return beam_search(

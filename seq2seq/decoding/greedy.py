@@ -6,6 +6,7 @@ attention)` (step_api.py). Shapes: B batch, L output length, V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -14,6 +15,9 @@ from seq2seq.decoding.step_api import Hypothesis, StepFunction, length_penalty
 
 if TYPE_CHECKING:
     from seq2seq.decoding.search import SearchOptions
+
+# (log_probs (B', V), position, original rows (B',)) -> the next token of each open row (B',)
+Choose = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 
 
 class Hypotheses(NamedTuple):
@@ -32,12 +36,19 @@ def greedy_strategy(
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
+    sentence_keys: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The search strategy `greedy`: one hypothesis per sentence, scored like beam search's
-    (log-probability over the options' length penalty)."""
+    (log-probability over the options' length penalty). It draws nothing: `sentence_keys` is
+    not read."""
     result = greedy_search(
         step, state, max_lengths, bos_id, eos_id, keep_attention, options.min_length
     )
+    return scored(result, options)
+
+
+def scored(result: Hypotheses, options: SearchOptions) -> list[list[Hypothesis]]:
+    """Each row's tokens as a one-hypothesis list, scored with the options' length penalty."""
     lengths = torch.tensor([len(tokens) + 1 for tokens in result.tokens])  # EOS included
     divisors = length_penalty(lengths, options.length_penalty, options.alpha).tolist()
     hypotheses = []
@@ -56,9 +67,11 @@ def greedy_search(
     eos_id: int,
     keep_attention: bool = False,
     min_length: int = 0,
+    choose: Choose | None = None,
 ) -> Hypotheses:
     """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced,
-    and before `min_length` tokens it is not allowed.
+    and before `min_length` tokens it is not allowed. The next token is the most probable one,
+    or what `choose` picks (sampling); the score adds its log-probability either way.
 
     Finished sentences leave the batch (`state.reorder(rows, rows)`), so every step computes
     only open sentences: on Multi30k test batches a third of the rows would otherwise be
@@ -80,7 +93,11 @@ def greedy_search(
             if attention is None:
                 attention = weights.new_zeros(batch, longest, weights.shape[-1])
             attention[sentence, position] = weights
-        best_scores, tokens = log_probs.max(dim=-1)  # (B',), (B',)
+        if choose is None:
+            best_scores, tokens = log_probs.max(dim=-1)  # (B',), (B',)
+        else:
+            tokens = choose(log_probs, position, sentence)  # (B',)
+            best_scores = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)
         last = position + 1 >= limits  # (B',) only EOS may come now
         best_scores = torch.where(last, log_probs[:, eos_id], best_scores)
         tokens = tokens.masked_fill(last, eos_id)

@@ -1,7 +1,9 @@
 """How to search (`SearchOptions`), the registry of search strategies, and `search` itself.
 
-A strategy is a function `(step, state, max_lengths, options, bos_id, eos_id, keep_attention)
--> hypotheses per sentence, best first` over the model's step API (step_api.py).
+A strategy is a function `(step, state, max_lengths, options, bos_id, eos_id, keep_attention,
+sentence_keys) -> hypotheses per sentence, best first` over the model's step API (step_api.py);
+`sentence_keys` (B,) is a number per sentence from its source ids alone, for strategies that
+draw random numbers (sampling.py).
 `SearchOptions.strategy` names its entry in `STRATEGIES`; a new strategy is one module with
 such a function plus one entry there (and, if it needs options of its own, fields here).
 
@@ -19,11 +21,16 @@ import torch
 
 from seq2seq.decoding.beam_search import beam_strategy
 from seq2seq.decoding.greedy import greedy_strategy
+from seq2seq.decoding.sampling import sample_strategy, sentence_keys
 from seq2seq.decoding.step_api import Hypothesis, LengthPenalty, StepFunction, max_output_lengths
 from seq2seq.errors import Seq2SeqError
 
 Strategy = Callable[..., list[list[Hypothesis]]]
-STRATEGIES: dict[str, Strategy] = {"beam": beam_strategy, "greedy": greedy_strategy}
+STRATEGIES: dict[str, Strategy] = {
+    "beam": beam_strategy,
+    "greedy": greedy_strategy,
+    "sample": sample_strategy,
+}
 StrategyName = Literal[tuple(STRATEGIES)]  # the registry's names, for argument parsing
 
 
@@ -44,15 +51,21 @@ class SearchOptions:
     """How to search.
 
     Args:
-        strategy: `beam` (a beam of 1 is greedy search) or `greedy`.
+        strategy: `beam` (a beam of 1 is greedy search), `greedy` or `sample`.
         beam_size: hypotheses kept per sentence in beam search.
-        nbest: hypotheses returned per sentence (at most beam_size).
+        nbest: hypotheses returned per sentence (beam: at most beam_size; sample: samples).
         length_penalty: what scores divide the log-probability by: `gnmt` ((5 + |Y|) / 6)^alpha,
             `average` (|Y|) or `none`.
         alpha: exponent of the GNMT length penalty.
         max_output_ratio: longest output as a multiple of the source length...
         max_output_offset: ...plus this many tokens (EOS included).
         min_length: tokens before EOS is allowed.
+        temperature: sampling: log-probabilities are divided by it (below 1 sharper, above 1
+            flatter).
+        top_k: sampling: only the k most probable tokens (0: all).
+        top_p: sampling: only the most probable tokens that together hold this much of the
+            probability (nucleus sampling; 1.0: all).
+        seed: sampling: the same seed gives the same samples of a sentence, in any batch.
     """
 
     strategy: StrategyName = "beam"
@@ -63,6 +76,10 @@ class SearchOptions:
     max_output_ratio: float = 1.5
     max_output_offset: int = 10
     min_length: int = 0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -74,9 +91,15 @@ class SearchOptions:
             return f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}"
         if self.beam_size < 1:
             return f"beam_size must be at least 1, not {self.beam_size}"
-        most = self.beam_size if self.strategy == "beam" else 1
+        most = {"beam": self.beam_size, "sample": max(self.nbest, 1)}.get(self.strategy, 1)
         if not 1 <= self.nbest <= most:
             return f"nbest must be between 1 and {most} ({self.strategy}), not {self.nbest}"
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            return f"temperature must be a number above 0, not {self.temperature}"
+        if self.top_k < 0:
+            return f"top_k must be 0 (all tokens) or more, not {self.top_k}"
+        if not 0 < self.top_p <= 1:
+            return f"top_p must be above 0 and at most 1, not {self.top_p}"
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             return f"alpha must be a number of at least 0, not {self.alpha}"
         if not (math.isfinite(self.max_output_ratio) and self.max_output_ratio >= 0):
@@ -106,4 +129,5 @@ def search(
     limits = max_output_lengths(src_lengths, options.max_output_ratio, options.max_output_offset)
     limits = limits.to(src.device)
     strategy = STRATEGIES[options.strategy]
-    return strategy(model.step, state, limits, options, bos_id, eos_id, keep_attention)
+    keys = sentence_keys(src, src_lengths)
+    return strategy(model.step, state, limits, options, bos_id, eos_id, keep_attention, keys)

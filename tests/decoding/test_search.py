@@ -16,7 +16,7 @@ from tests.models import source_batch, tiny_model
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"strategy": "sampling"}, "strategy must be one of beam, greedy, not 'sampling'"),
+        ({"strategy": "sampling"}, "strategy must be one of beam, greedy, sample, not 'sampling'"),
         ({"beam_size": 0}, "beam_size must be at least 1"),
         ({"beam_size": 2, "nbest": 3}, "nbest must be between 1 and 2 (beam), not 3"),
         ({"strategy": "greedy", "nbest": 2}, "nbest must be between 1 and 1 (greedy)"),
@@ -36,8 +36,8 @@ def test_a_registered_strategy_is_chosen_by_name(monkeypatch) -> None:
     the model's step, the initial state and each sentence's output limit."""
     seen = {}
 
-    def shortest(step, state, max_lengths, options, bos_id, eos_id, keep_attention=False):
-        seen.update(limits=max_lengths.tolist(), step=step)
+    def shortest(step, state, max_lengths, options, bos_id, eos_id, keep_attention, keys):
+        seen.update(limits=max_lengths.tolist(), step=step, keys=keys.shape)
         return [[Hypothesis([], 0.0, 0.0)] for _ in max_lengths]
 
     monkeypatch.setitem(STRATEGIES, "shortest", shortest)
@@ -45,7 +45,7 @@ def test_a_registered_strategy_is_chosen_by_name(monkeypatch) -> None:
     src, lengths = source_batch([4, 2], vocab=30)
     options = SearchOptions(strategy="shortest", max_output_ratio=2.0, max_output_offset=1)
     assert search(model, src, lengths, options, BOS, EOS) == [[Hypothesis([], 0.0, 0.0)]] * 2
-    assert seen["limits"] == [9, 5] and seen["step"] == model.step
+    assert seen["limits"] == [9, 5] and seen["step"] == model.step and seen["keys"] == (2,)
 
 
 @pytest.mark.parametrize("options", [SearchOptions(beam_size=1), SearchOptions(beam_size=3)])
