@@ -120,15 +120,28 @@ def model_of(checkpoint: dict[str, Any], path: str | Path = "the checkpoint") ->
         raise Seq2SeqError(f"{path} is not a seq2seq checkpoint ({error})") from error
     tokenizer = tokenizer_of(checkpoint)
     model = Seq2Seq(config)
+    load_weights(model, checkpoint, path)
+    return LoadedModel(model.eval(), tokenizer, search)
+
+
+def load_weights(model: Seq2Seq, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Put a loaded checkpoint's model weights into `model`: one-line errors when the tensors
+    differ in names or sizes, or are not finite."""
     state = {
         name.removeprefix(MODEL_PREFIX): tensor
         for name, tensor in checkpoint["state_dict"].items()
         if name.startswith(MODEL_PREFIX)
     }
-    check_fits(state, model.state_dict())
+    own = model.state_dict()
+    if set(state) != set(own):
+        odd = sorted(set(state) ^ set(own))
+        raise Seq2SeqError(
+            f"{path} does not fit this model: {', '.join(odd[:3])} in only one of them"
+            " (another number of layers or another architecture?)"
+        )
+    check_fits(state, own)
     check_finite(state, doing=f"load {path}: it holds")
     model.load_state_dict(state)
-    return LoadedModel(model.eval(), tokenizer, search)
 
 
 def current_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from seq2seq.checkpoint import load_checkpoint, tokenizer_of
 from seq2seq.data.batch import collate
 from seq2seq.data.cache import EncodedCorpus, cache_key, encode_corpora
 from seq2seq.data.corpus import (
@@ -32,7 +33,7 @@ from seq2seq.data.sampler import TokenBatchSampler
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 from seq2seq.data.tsv import Tsv  # noqa: F401  (registers the format: --data.corpus Tsv)
 from seq2seq.errors import Seq2SeqError, require
-from seq2seq.files import atomic_write, read_lines
+from seq2seq.files import atomic_write, check_file, read_lines
 from seq2seq.plain import from_plain, to_plain
 
 
@@ -69,6 +70,8 @@ class TranslationDataModule(L.LightningDataModule):
         seed: seed of the tokenizer and of the batch order.
         encode_workers: processes that encode corpora (1: in this process).
         num_workers: DataLoader worker processes.
+        tokenizer_from: a checkpoint whose tokenizer to use instead of training one (set by
+            `--model.init_from`: fine-tuning keeps the vocabulary).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class TranslationDataModule(L.LightningDataModule):
         seed: int = 1,
         encode_workers: int = 2,
         num_workers: int = 0,
+        tokenizer_from: str | None = None,
     ) -> None:
         super().__init__()
         self.corpus = from_plain(ParallelCorpus, corpus)
@@ -208,8 +212,12 @@ class TranslationDataModule(L.LightningDataModule):
             split: [count_aligned_pairs(corpus, memo)[0] for corpus in files]
             for split, files in corpora.items()
         }
-        settings = repr(self.tokenizer_config).encode()
-        key = hashlib.sha256(settings + "|".join(hashes["train"]).encode()).hexdigest()[:24]
+        if self.hparams.tokenizer_from:  # the checkpoint's tokenizer, whatever the corpus
+            status = check_file(self.hparams.tokenizer_from).stat()
+            source = f"{Path(self.hparams.tokenizer_from).resolve()}|{status.st_mtime_ns}"
+        else:
+            source = repr(self.tokenizer_config) + "|".join(hashes["train"])
+        key = hashlib.sha256(source.encode()).hexdigest()[:24]
         return _Plan(corpora, hashes, Path(self.hparams.data_dir) / "tokenizers" / key)
 
     def _corpora(self) -> dict[str, list[CorpusFiles]]:
@@ -220,10 +228,25 @@ class TranslationDataModule(L.LightningDataModule):
         ready = plan.tokenizer_dir / "ready"
         if ready.is_file():
             return Tokenizer.load(plan.tokenizer_dir)
-        tokenizer = train_tokenizer(plan.corpora["train"], self.tokenizer_config)
+        if self.hparams.tokenizer_from:
+            tokenizer = self._checkpoint_tokenizer(self.hparams.tokenizer_from)
+        else:
+            tokenizer = train_tokenizer(plan.corpora["train"], self.tokenizer_config)
         tokenizer.save(plan.tokenizer_dir)
         with atomic_write(ready) as out:  # the models are whole: a marker for the other ranks
             out.write("")
+        return tokenizer
+
+    def _checkpoint_tokenizer(self, path: str) -> Tokenizer:
+        """The tokenizer `path` embeds; its vocabulary must be `vocab_size` (the model's)."""
+        tokenizer = tokenizer_of(load_checkpoint(path))
+        sizes = {tokenizer.src_vocab_size, tokenizer.tgt_vocab_size}
+        if sizes != {self.tokenizer_config.vocab_size}:
+            raise Seq2SeqError(
+                f"--data.vocab_size {self.tokenizer_config.vocab_size}, but the tokenizer of"
+                f" {path} has {'/'.join(map(str, sorted(sizes)))} pieces: set --data.vocab_size"
+                f" {max(sizes)}"
+            )
         return tokenizer
 
     def _encode(self, plan: _Plan, tokenizer: Tokenizer, split: str) -> EncodedCorpus:

@@ -96,6 +96,7 @@ class TranslationCLI(LightningCLI):
         """The data -> model links, seq2seq's callbacks and `--test_after_fit`."""
         parser.link_arguments("data.vocab_size", "model.architecture.src_vocab_size")
         parser.link_arguments("data.vocab_size", "model.architecture.tgt_vocab_size")
+        parser.link_arguments("model.init_from", "data.tokenizer_from")  # fine-tuning
         parser.set_defaults(
             {"trainer.use_distributed_sampler": False, "trainer.enable_model_summary": False}
         )

@@ -15,7 +15,14 @@ import torch
 from torch import nn
 
 from seq2seq import schedules
-from seq2seq.checkpoint import check_finite, check_fits, store_tokenizer, tokenizer_of
+from seq2seq.checkpoint import (
+    check_finite,
+    check_fits,
+    load_checkpoint,
+    load_weights,
+    store_tokenizer,
+    tokenizer_of,
+)
 from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import PAD_ID, Tokenizer
 from seq2seq.decoding.search import SearchOptions
@@ -45,6 +52,9 @@ class TranslationModule(L.LightningModule):
         test_search: how testing and prediction decode; also what translating the checkpoint
             defaults to.
         seed: base of the per-step random seed (dropout masks), for exact resumption.
+        init_from: fine-tuning: a checkpoint whose weights training starts from, with a fresh
+            optimizer, schedule and step count (its tokenizer becomes the data's: the
+            vocabulary stays). Not a resumption: `--ckpt_path` continues a run exactly.
     """
 
     def __init__(
@@ -58,6 +68,7 @@ class TranslationModule(L.LightningModule):
         val_search: SearchOptions = SearchOptions(beam_size=1),
         test_search: SearchOptions = SearchOptions(),
         seed: int = 1,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         schedules.check_optimizer_settings(learning_rate, weight_decay)
@@ -80,10 +91,15 @@ class TranslationModule(L.LightningModule):
         self.translator: Translator | None = None  # built when an evaluation or prediction starts
 
     def setup(self, stage: str) -> None:
-        """Take the data module's tokenizer (training, or evaluation on the training data)."""
+        """Take the data module's tokenizer (training, or evaluation on the training data);
+        before training, the `init_from` weights (a resumed run's own replace them later)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and datamodule.tokenizer is not None:
             self.tokenizer = datamodule.tokenizer
+        if stage == "fit" and self.hparams.init_from:
+            checkpoint = load_checkpoint(self.hparams.init_from)
+            tokenizer_of(checkpoint, expected=self.tokenizer)
+            load_weights(self.model, checkpoint, self.hparams.init_from)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse non-finite weights; embed the tokenizer (the checkpoint alone translates)."""
@@ -195,4 +211,3 @@ class TranslationModule(L.LightningModule):
         )
         schedule = self.scheduler.build(optimizer, self.trainer)
         return {"optimizer": optimizer, **({"lr_scheduler": schedule} if schedule else {})}
-
