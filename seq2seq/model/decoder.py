@@ -98,8 +98,10 @@ class Decoder(nn.Module):
         recurrent_dropout: float,
         tie_embeddings: bool,
         unk_id: int,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        self.residual = residual
         self.embedding = embedding
         self.embedding_scale = embedding.embedding_dim**0.5  # see initialization.py
         self.unk_id = unk_id
@@ -163,8 +165,8 @@ class Decoder(nn.Module):
         # zero-fill a full-size gradient at every step
         for step_projection in embedding_projection.unbind(1):
             context, _ = self._attend(state)
-            state = self._advance(state, step_projection, context, weights, masks)
-            tops.append(state.hidden[-1][0])
+            state, top = self._advance(state, step_projection, context, weights, masks)
+            tops.append(top)
             contexts.append(context)
         top, context = torch.stack(tops, 1), torch.stack(contexts, 1)  # (B, T, H), (B, T, M)
         output_mask = self._output_mask(embedded)  # (B, 1, E)
@@ -187,9 +189,9 @@ class Decoder(nn.Module):
         else:  # search: a row of the table instead of a GEMM
             weights = state.search_weights.step
             projection = state.search_weights.embedding_projections.index_select(0, tokens)
-        state = self._advance(state, projection, context, weights, no_dropout)
-        top = state.hidden[-1][0].unsqueeze(1)  # (B, 1, H)
-        logits = self._logits(top, context.unsqueeze(1), embedded, self._output_mask(embedded))
+        state, top = self._advance(state, projection, context, weights, no_dropout)
+        output_mask = self._output_mask(embedded)
+        logits = self._logits(top.unsqueeze(1), context.unsqueeze(1), embedded, output_mask)
         return logits.squeeze(1), state, attention
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -234,14 +236,15 @@ class Decoder(nn.Module):
         context: torch.Tensor,
         weights: StepWeights,
         masks: _StepMasks,
-    ) -> DecoderState:
-        """Run every layer one step: embedding_projection (B, G*H), context (B, M)."""
+    ) -> tuple[DecoderState, torch.Tensor]:
+        """Run every layer one step: embedding_projection (B, G*H), context (B, M) -> the next
+        state and the top layer's output (B, H) (its state, plus its input with `residual`)."""
         projection = embedding_projection + context @ weights.input[1].t()  # (B, G*H)
         hidden, cell = [], []
-        layer_input = None
+        output = None
         for layer, module in enumerate(self.cells):
             if layer > 0:
-                layer_input = _masked(layer_input, masks.between_layers[layer - 1])
+                layer_input = _masked(output, masks.between_layers[layer - 1])
                 projection = layer_input @ weights.input[layer + 1].t()  # (B, G*H)
             previous_cell = state.cell[layer] if state.cell else None
             new_hidden, new_cell = module.step(
@@ -254,8 +257,10 @@ class Decoder(nn.Module):
             hidden.append(new_hidden)
             if new_cell is not None:
                 cell.append(new_cell)
-            layer_input = new_hidden[0]  # (B, H)
-        return replace(state, hidden=tuple(hidden), cell=tuple(cell))
+            output = new_hidden[0]  # (B, H)
+            if self.residual and layer > 0:
+                output = output + layer_input
+        return replace(state, hidden=tuple(hidden), cell=tuple(cell)), output
 
     def _output_mask(self, embedded: torch.Tensor) -> torch.Tensor | None:
         """Variational dropout mask (B, 1, E) of the deep output, one per sentence."""

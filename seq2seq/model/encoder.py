@@ -30,7 +30,8 @@ class Encoder(nn.Module):
 
     Variational dropout: word types replaced by <unk> (`embedding_dropout`), one mask
     per sequence on the input of every layer and on the memory (`dropout`), and one on h(t-1)
-    inside every layer (`recurrent_dropout`).
+    inside every layer (`recurrent_dropout`). With `residual`, every layer after the first adds
+    its input to its output.
     """
 
     def __init__(
@@ -45,8 +46,10 @@ class Encoder(nn.Module):
         recurrent_dropout: float,
         unk_id: int,
         fused: bool | None = None,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        self.residual = residual
         self.embedding = embedding
         self.embedding_scale = embedding.embedding_dim**0.5  # see initialization.py
         self.unk_id = unk_id
@@ -69,9 +72,12 @@ class Encoder(nn.Module):
         kept = word_dropout(src, vocab_size, self.embedding_dropout, self.training, self.unk_id)
         embedded = self.embedding(kept) * self.embedding_scale  # (B, S, E), unit variance
         states = variational_dropout(embedded, self.dropout, self.training)
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             layer_output = layer(states, src_lengths)
-            states = variational_dropout(layer_output.outputs, self.dropout, self.training)
+            outputs = layer_output.outputs  # (B, S, 2H)
+            if self.residual and index > 0:
+                outputs = outputs + states
+            states = variational_dropout(outputs, self.dropout, self.training)
         final_hidden = layer_output.hidden.transpose(0, 1).reshape(src.shape[0], -1)  # (B, 2H)
         positions = torch.arange(src.shape[1], device=src.device)  # (S,)
         src_mask = positions < src_lengths.to(src.device).unsqueeze(1)  # (B, S)

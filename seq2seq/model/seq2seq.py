@@ -62,6 +62,8 @@ class Seq2SeqConfig:
         recurrent_init: `orthogonal` or `xavier` initial recurrent weights.
         fused_encoder: run encoder LSTMs with torch's fused kernel; default: whenever equivalent
             (no layer norm, no recurrent dropout).
+        residual: from the second recurrent layer on (encoder and decoder), a layer's input is
+            added to its output, as in Nematus, Marian and Sockeye's deep RNNs.
     """
 
     src_vocab_size: int = 8000
@@ -84,6 +86,7 @@ class Seq2SeqConfig:
     forget_bias: float = 1.0
     recurrent_init: RecurrentInit = "orthogonal"
     fused_encoder: bool | None = None
+    residual: bool = False
 
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size"):
@@ -141,6 +144,7 @@ class Seq2Seq(nn.Module):
             config.layer_norm,
             unk_id=config.unk_id,
             fused=config.fused_encoder,
+            residual=config.residual,
             **dropouts,
         )
         self.decoder = Decoder(
@@ -153,6 +157,7 @@ class Seq2Seq(nn.Module):
             config.layer_norm,
             tie_embeddings=config.tie_embeddings,
             unk_id=config.unk_id,
+            residual=config.residual,
             **dropouts,
         )
         initialize(self, config.forget_bias, config.recurrent_init)

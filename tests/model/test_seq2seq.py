@@ -13,9 +13,11 @@ def source_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("cell_type", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("layers", [1, 2])
-def test_teacher_forcing_equals_step_by_step(cell_type: str, layers: int) -> None:
-    model = small_model(cell_type=cell_type, encoder_layers=layers, decoder_layers=layers).eval()
+@pytest.mark.parametrize(("layers", "residual"), [(1, False), (2, False), (2, True)])
+def test_teacher_forcing_equals_step_by_step(cell_type: str, layers: int, residual: bool) -> None:
+    model = small_model(
+        cell_type=cell_type, encoder_layers=layers, decoder_layers=layers, residual=residual
+    ).eval()
     src, lengths = source_batch()
     tgt_in = torch.randint(4, 60, (3, 6))
     with torch.no_grad():
@@ -28,6 +30,34 @@ def test_teacher_forcing_equals_step_by_step(cell_type: str, layers: int) -> Non
     torch.testing.assert_close(torch.stack(steps, 1), teacher_forced)
     assert attention.shape == (3, 7)
     assert attention[1, 3:].abs().max().item() == 0.0
+
+
+def test_residual_connections_change_nothing_for_one_layer_and_add_inputs_above() -> None:
+    src, lengths = source_batch()
+    tgt_in = torch.randint(4, 60, (3, 6))
+    outputs = {}
+    for layers in (1, 2):
+        for residual in (False, True):
+            model = small_model(encoder_layers=layers, decoder_layers=layers, residual=residual)
+            with torch.no_grad():
+                outputs[layers, residual] = model.eval()(src, lengths, tgt_in)
+    torch.testing.assert_close(outputs[1, True], outputs[1, False], rtol=0, atol=0)
+    assert not torch.allclose(outputs[2, True], outputs[2, False])
+
+
+def test_residual_stacks_pass_gradcheck() -> None:
+    """The gradient through the residual paths of a two-layer encoder and decoder (float64)."""
+    model = small_model(encoder_layers=2, decoder_layers=2, residual=True).eval()
+    src, lengths = models.source_batch([4, 2])
+    tgt_in = torch.randint(4, 60, (2, 3))
+    for name in ("encoder.layers.1.cell.weight_hh", "decoder.cells.1.weight_ih"):
+
+        def loss(value: torch.Tensor, name: str = name) -> torch.Tensor:
+            logits = torch.func.functional_call(model, {name: value}, (src, lengths, tgt_in))
+            return logits.logsumexp(-1).sum()
+
+        weight = model.get_parameter(name).detach().clone().requires_grad_()
+        assert torch.autograd.gradcheck(loss, (weight,))
 
 
 def test_step_with_gradients_does_not_normalize_in_place() -> None:
