@@ -33,7 +33,7 @@ def hash32(values: torch.Tensor) -> torch.Tensor:
     return values ^ (values >> 16)
 
 
-def sentence_keys(src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+def source_keys(src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
     """(B, S) source ids, (B,) lengths -> (B,) a number per sentence from its ids alone (padding
     and the batch around it left out)."""
     positions = torch.arange(src.shape[1], device=src.device)  # (S,)
@@ -81,7 +81,7 @@ def sample_strategy(
 ) -> list[list[Hypothesis]]:
     """The search strategy `sample`: `options.nbest` samples per sentence, most probable first,
     scored like greedy search (log-probability under the model, untempered, over the length
-    penalty). `sentence_keys` (B,): see `sentence_keys`; without them, the row index."""
+    penalty). `sentence_keys` (B,): `source_keys` of the sources; without them, the row index."""
     batch, samples = max_lengths.shape[0], options.nbest
     device = max_lengths.device
     keys = torch.arange(batch, device=device) if sentence_keys is None else sentence_keys

@@ -21,7 +21,7 @@ import torch
 
 from seq2seq.decoding.beam_search import beam_strategy
 from seq2seq.decoding.greedy import greedy_strategy
-from seq2seq.decoding.sampling import sample_strategy, sentence_keys
+from seq2seq.decoding.sampling import sample_strategy, source_keys
 from seq2seq.decoding.step_api import Hypothesis, LengthPenalty, StepFunction, max_output_lengths
 from seq2seq.errors import Seq2SeqError
 
@@ -129,5 +129,5 @@ def search(
     limits = max_output_lengths(src_lengths, options.max_output_ratio, options.max_output_offset)
     limits = limits.to(src.device)
     strategy = STRATEGIES[options.strategy]
-    keys = sentence_keys(src, src_lengths)
+    keys = source_keys(src, src_lengths)
     return strategy(model.step, state, limits, options, bos_id, eos_id, keep_attention, keys)

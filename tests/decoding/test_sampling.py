@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from seq2seq.decoding.sampling import filtered, gumbel_noise, sample_strategy, sentence_keys
+from seq2seq.decoding.sampling import filtered, gumbel_noise, sample_strategy, source_keys
 from seq2seq.decoding.search import SearchOptions, search
 from seq2seq.errors import Seq2SeqError
 from tests.decoding.fakes import BOS, EOS, A, B, C, by_prefix, fake_step, start
@@ -79,10 +79,10 @@ def test_other_seeds_draw_other_samples() -> None:
     assert drawn[0] != drawn[1]
 
 
-def test_sentence_keys_ignore_padding_and_differ_between_sentences() -> None:
+def test_source_keys_ignore_padding_and_differ_between_sentences() -> None:
     src, lengths = source_batch([5, 3, 5], vocab=30)
-    keys = sentence_keys(src, lengths)
-    assert keys[1] == sentence_keys(src[1:2, :3], lengths[1:2])[0]
+    keys = source_keys(src, lengths)
+    assert keys[1] == source_keys(src[1:2, :3], lengths[1:2])[0]
     assert len(set(keys.tolist())) == 3
 
 
