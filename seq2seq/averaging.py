@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from seq2seq.checkpoint import TOKENIZER_KEY, check_finite, load_checkpoint
 from seq2seq.errors import Seq2SeqError
@@ -28,11 +28,11 @@ KEPT = (  # what the average takes from the first checkpoint, unchanged
 
 @dataclass(frozen=True)
 class SavedCheckpoint:
-    """A checkpoint file of a run: its update and its score on the metric it was kept for."""
+    """A checkpoint file of a run, the update it holds and, for `best`, its score."""
 
     path: Path
     step: int
-    scores: dict[str, tuple[float, Literal["min", "max"]]]  # monitor -> (score, mode)
+    score: float | None = None  # on the metric `best` ranked by
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
@@ -102,47 +102,52 @@ def check_same_model(
 def saved_checkpoints(run: Path) -> list[SavedCheckpoint]:
     """The checkpoint files in `run/checkpoints` (or `run` itself), one per update (a `last.ckpt`
     that repeats a kept update is left out, links such as `best.ckpt` too), oldest first."""
-    directory = run / "checkpoints" if (run / "checkpoints").is_dir() else run
-    by_step: dict[int, SavedCheckpoint] = {}
+    directory = checkpoint_directory(run)
     files = [path for path in directory.glob("*.ckpt") if not path.is_symlink()]  # best.ckpt
+    by_step: dict[int, SavedCheckpoint] = {}
     for path in sorted(files, key=lambda p: (p.name == "last.ckpt", p.name)):
-        checkpoint = load_checkpoint(path)
-        step = int(checkpoint.get("global_step", 0))
-        if step not in by_step:
-            by_step[step] = SavedCheckpoint(path, step, monitored_scores(checkpoint))
+        step = int(load_checkpoint(path).get("global_step", 0))
+        by_step.setdefault(step, SavedCheckpoint(path, step))
     if not by_step:
         raise Seq2SeqError(f"{directory} holds no checkpoints (*.ckpt)")
     return [by_step[step] for step in sorted(by_step)]
 
 
-def monitored_scores(checkpoint: dict[str, Any]) -> dict[str, tuple[float, Literal["min", "max"]]]:
-    """monitor -> (this checkpoint's score, mode) for every ModelCheckpoint that kept it."""
-    scores = {}
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if not key.startswith("ModelCheckpoint{") or state.get("current_score") is None:
-            continue
-        settings = ast.literal_eval(key.removeprefix("ModelCheckpoint"))  # Lightning's state key
-        scores[state["monitor"]] = (float(state["current_score"]), settings.get("mode", "min"))
-    return scores
+def checkpoint_directory(run: Path) -> Path:
+    """A run's checkpoint directory: `run/checkpoints`, or `run` when it holds them itself."""
+    return run / "checkpoints" if (run / "checkpoints").is_dir() else run
 
 
 def last(saved: list[SavedCheckpoint], count: int) -> list[SavedCheckpoint]:
     """The `count` latest checkpoints."""
-    _check_enough(saved, count)
+    _check_enough(len(saved), count, "")
     return saved[-count:]
 
 
 def best(saved: list[SavedCheckpoint], count: int, monitor: str) -> list[SavedCheckpoint]:
-    """The `count` checkpoints with the best score on `monitor`, best first."""
-    scored = [s for s in saved if monitor in s.scores]
-    _check_enough(scored, count, f" with a {monitor} score")
-    mode = scored[0].scores[monitor][1]
-    return sorted(scored, key=lambda s: s.scores[monitor][0], reverse=mode == "max")[:count]
+    """The `count` best checkpoints on `monitor`, best first, as the ModelCheckpoint that kept
+    them recorded in the newest checkpoint (its top-k: a later `last.ckpt` whose update was
+    never validated is not among them)."""
+    newest = load_checkpoint(saved[-1].path)
+    directory = saved[-1].path.parent
+    for key, state in newest.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint{") and state.get("monitor") == monitor:
+            mode = ast.literal_eval(key.removeprefix("ModelCheckpoint")).get("mode", "min")
+            kept = state.get("best_k_models", {})
+            break
+    else:
+        raise Seq2SeqError(f"{saved[-1].path} records no checkpoints kept by {monitor}")
+    ranked = sorted(kept.items(), key=lambda item: float(item[1]), reverse=mode == "max")
+    present = [(directory / Path(name).name, float(score)) for name, score in ranked]
+    present = [(path, score) for path, score in present if path.is_file()]
+    _check_enough(len(present), count, f" by {monitor}")
+    steps = {checkpoint.path: checkpoint.step for checkpoint in saved}
+    return [SavedCheckpoint(path, steps.get(path, -1), score) for path, score in present[:count]]
 
 
-def _check_enough(saved: list[SavedCheckpoint], count: int, kind: str = "") -> None:
-    if count < 1 or count > len(saved):
+def _check_enough(available: int, count: int, kind: str) -> None:
+    if count < 1 or count > available:
         raise Seq2SeqError(
-            f"cannot take {count} checkpoints: the run keeps {len(saved)}{kind}"
+            f"cannot take {count} checkpoints: the run keeps {available}{kind}"
             " (ModelCheckpoint's save_top_k sets how many)"
         )

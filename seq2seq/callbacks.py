@@ -303,7 +303,7 @@ class SaveFinalUpdate(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save `last.ckpt` unless the last update is in a checkpoint already."""
         if trainer.checkpoint_callback is not None and self.saved_step != trainer.global_step:
-            trainer.save_checkpoint(_last_checkpoint_path(trainer))
+            trainer.save_checkpoint(_last_checkpoint_path(trainer), weights_only=False)
 
 
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
@@ -357,7 +357,7 @@ class CheckpointOnInterrupt(L.Callback):
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         path = _last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # resumable: all state
         if trainer.is_global_zero:
             print(f"saved {path}; resume with --ckpt_path last", file=sys.stderr)
         # the shell's status for the signal; a rank that got none itself exits as for Ctrl-C.

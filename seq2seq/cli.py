@@ -440,11 +440,8 @@ def _checkpoints_to_average(options: argparse.Namespace) -> list[Path]:
     else:
         chosen = averaging.best(saved, options.best, options.monitor)
     for checkpoint in chosen:
-        scores = ", ".join(f"{k} {v:.2f}" for k, (v, _) in sorted(checkpoint.scores.items()))
-        print(
-            f"averaging {checkpoint.path} (update {checkpoint.step}; {scores or 'no score'})",
-            file=sys.stderr,
-        )
+        score = "" if checkpoint.score is None else f"; {options.monitor} {checkpoint.score:.2f}"
+        print(f"averaging {checkpoint.path} (update {checkpoint.step}{score})", file=sys.stderr)
     return [checkpoint.path for checkpoint in chosen]
 
 

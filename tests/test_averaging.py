@@ -1,5 +1,6 @@
 """`seq2seq average`: the mean of checkpoints' weights, chosen by name or from a run."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,12 @@ BLEU_CALLBACK = (
 )
 
 
-def variant(source: Path, path: Path, step: int, bleu: float | None = None, shift: float = 0.0):
-    """A copy of the checkpoint at `source` as if saved at `step` with validation BLEU `bleu`,
-    every float weight moved by `shift` (a different point of the same model)."""
+def variant(
+    source: Path, path: Path, step: int, kept: dict[str, float] | None = None, shift: float = 0.0
+) -> Path:
+    """A copy of the checkpoint at `source` as if saved at `step`, every float weight moved by
+    `shift` (a different point of the same model); `kept`: the top-k checkpoints by validation
+    BLEU its ModelCheckpoint recorded (name -> score)."""
     checkpoint = torch.load(source, weights_only=True)
     checkpoint["global_step"] = step
     checkpoint["state_dict"] = {
@@ -27,9 +31,9 @@ def variant(source: Path, path: Path, step: int, bleu: float | None = None, shif
         for name, tensor in checkpoint["state_dict"].items()
     }
     checkpoint["callbacks"] = {}
-    if bleu is not None:
-        state = {"monitor": "val/bleu", "current_score": torch.tensor(bleu)}
-        checkpoint["callbacks"][BLEU_CALLBACK] = state
+    if kept is not None:
+        top_k = {name: torch.tensor(score) for name, score in kept.items()}
+        checkpoint["callbacks"][BLEU_CALLBACK] = {"monitor": "val/bleu", "best_k_models": top_k}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)
     return path
@@ -52,7 +56,7 @@ def test_a_checkpoint_averaged_with_itself_translates_exactly_as_it(trained, tmp
 
 
 def test_the_average_of_two_checkpoints_is_their_elementwise_mean(trained, tmp_path) -> None:
-    other = variant(trained.checkpoint, tmp_path / "b.ckpt", step=7, shift=0.25)
+    other = variant(trained.checkpoint, tmp_path / "b.ckpt", 7, shift=0.25)
     averaged = tmp_path / "avg.ckpt"
     seq2seq(["average", "--checkpoints", str(trained.checkpoint), str(other),
              "--output", str(averaged)])  # fmt: skip
@@ -75,22 +79,27 @@ def test_an_averaged_checkpoint_is_tested_by_train_py(trained, tmp_path, capsys)
 
 
 @pytest.mark.parametrize(
-    ("choice", "expected_steps"), [(["--last", "2"], [30, 40]), (["--best", "2"], [40, 10])]
+    ("choice", "expected_steps", "step"),
+    [(["--last", "2"], [40, 45], 45), (["--best", "2"], [40, 10], 40)],
 )
 def test_last_and_best_choose_among_a_runs_checkpoints(
-    choice: list[str], expected_steps: list[int], trained, tmp_path, capsys
+    choice: list[str], expected_steps: list[int], step: int, trained, tmp_path, capsys
 ) -> None:
+    """--last: the latest files; --best: the top-k the newest checkpoint's ModelCheckpoint
+    recorded (moved with the run: found by name), not a later last.ckpt's stale score."""
     run = tmp_path / "run"
-    for step, bleu in ((10, 30.0), (20, 12.0), (30, 25.0), (40, 33.0)):
-        variant(trained.checkpoint, run / "checkpoints" / f"best-{step}.ckpt", step, bleu)
-    variant(trained.checkpoint, run / "checkpoints" / "last.ckpt", 40, 33.0)  # the same update
+    scores = {10: 30.0, 20: 12.0, 30: 25.0, 40: 33.0}
+    for kept_step in scores:
+        variant(trained.checkpoint, run / "checkpoints" / f"val-{kept_step}.ckpt", kept_step)
+    kept = {f"elsewhere/checkpoints/val-{s}.ckpt": score for s, score in scores.items()}
+    variant(trained.checkpoint, run / "checkpoints" / "last.ckpt", 45, kept)
+    (run / "checkpoints" / "best.ckpt").symlink_to("val-40.ckpt")
     averaged = tmp_path / "avg.ckpt"
     seq2seq(["average", "--run", str(run), *choice, "--output", str(averaged)])
     said = capsys.readouterr().err
-    chosen = [int(line.split("(update ")[1].split(";")[0]) for line in said.splitlines()[:-1]]
-    assert chosen == expected_steps
-    assert "last.ckpt" not in said
-    assert torch.load(averaged, weights_only=True)["global_step"] == 40
+    assert [int(n) for n in re.findall(r"\(update (\d+)", said)] == expected_steps
+    assert "best.ckpt" not in said
+    assert torch.load(averaged, weights_only=True)["global_step"] == step
 
 
 def test_checkpoints_of_different_models_are_refused_naming_the_difference(
@@ -114,7 +123,7 @@ def test_checkpoints_of_different_models_are_refused_naming_the_difference(
     [
         (["--run", "RUN"], "--run needs --last K or --best K"),
         (["--run", "RUN", "--last", "9"], "cannot take 9 checkpoints: the run keeps 1"),
-        (["--run", "RUN", "--best", "1"], "the run keeps 0 with a val/bleu score"),
+        (["--run", "RUN", "--best", "1"], "records no checkpoints kept by val/bleu"),
         (["--checkpoints", "CKPT", "--last", "1"], "choose in a --run directory"),
     ],
 )

@@ -427,7 +427,7 @@ def test_the_console_says_what_the_user_can_act_on(corpus: Path, tmp_path: Path)
     )
     console = completed.stdout + completed.stderr
     assert completed.returncode == 0, console
-    for noise in ("Tip:", "GPU available", "TPU available", "Flops", "deprecated"):
+    for noise in ("Tip:", "GPU available", "TPU available", "Flops", "deprecated", "weights_only"):
         assert noise not in console, noise
     assert console.count("train corpus: kept") == 1
     assert "model: " in console and " parameters" in console
