@@ -93,11 +93,7 @@ def greedy_search(
             if attention is None:
                 attention = weights.new_zeros(batch, longest, weights.shape[-1])
             attention[sentence, position] = weights
-        if choose is None:
-            best_scores, tokens = log_probs.max(dim=-1)  # (B',), (B',)
-        else:
-            tokens = choose(log_probs, position, sentence)  # (B',)
-            best_scores = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        best_scores, tokens = _next_tokens(log_probs, position, sentence, choose)  # (B',) x 2
         last = position + 1 >= limits  # (B',) only EOS may come now
         best_scores = torch.where(last, log_probs[:, eos_id], best_scores)
         tokens = tokens.masked_fill(last, eos_id)
@@ -110,6 +106,17 @@ def greedy_search(
             sentence, limits, tokens = sentence[open_rows], limits[open_rows], tokens[open_rows]
             state = state.reorder(open_rows, open_rows)
     return Hypotheses(_until_eos(outputs, eos_id), scores, attention)
+
+
+def _next_tokens(
+    log_probs: torch.Tensor, position: int, sentence: torch.Tensor, choose: Choose | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B', V) -> the next tokens' log-probabilities and the tokens (B',): the most probable,
+    or those `choose` picks."""
+    if choose is None:
+        return log_probs.max(dim=-1)
+    tokens = choose(log_probs, position, sentence)
+    return log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1), tokens
 
 
 def _until_eos(tokens: torch.Tensor, eos_id: int) -> list[list[int]]:
