@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from seq2seq.decoding.greedy import greedy_strategy
-from seq2seq.decoding.step_api import Hypothesis, LengthPenalty, StepFunction, length_penalty
+from seq2seq.decoding.step_api import (
+    Hypothesis,
+    LengthPenalty,
+    StepFunction,
+    forbid_repeated_ngrams,
+    length_penalty,
+)
 
 if TYPE_CHECKING:
     from seq2seq.decoding.search import SearchOptions
@@ -51,6 +57,7 @@ def beam_strategy(
         options.alpha,
         options.min_length,
         keep_attention,
+        options.no_repeat_ngram,
     )
 
 
@@ -110,6 +117,12 @@ class _Search:
             None,
         )
 
+    def forbid_repeats(self, log_probs: torch.Tensor, beams: int, size: int) -> None:
+        """In place: -inf for tokens (log_probs (B'*K', V)) that would repeat an n-gram of
+        `size` tokens of their beam's history (0: none)."""
+        if size:
+            forbid_repeated_ngrams(log_probs, self.history[:, :beams].flatten(0, 1), size)
+
     def keep_ended(
         self, values: torch.Tensor, is_eos: torch.Tensor, divisor: float
     ) -> torch.Tensor:
@@ -161,15 +174,14 @@ def beam_search(
     alpha: float = 0.6,
     min_length: int = 0,
     keep_attention: bool = False,
+    no_repeat_ngram: int = 0,
 ) -> list[list[Hypothesis]]:
-    """The `nbest` best hypotheses of each sentence, best first.
-
-    `state` holds one row per sentence and must support `reorder(rows, sentences=None)`
-    (hypothesis rows; sentence rows when sentences leave); `max_lengths` (B,) is each sentence's
-    longest output (EOS included), `min_length` the shortest before EOS; `keep_attention`
-    records each hypothesis's attention weights (for plots). The host reads the device once a
-    step: whether hypotheses ended or sentences are done.
-    """
+    """The `nbest` best hypotheses of each sentence, best first. `state` holds one row per
+    sentence and supports `reorder(rows, sentences=None)`; `max_lengths` (B,) is each sentence's
+    longest output (EOS included), `min_length` the shortest before EOS, `no_repeat_ngram` the
+    n-gram size no hypothesis repeats (0: off); `keep_attention` records each hypothesis's
+    attention (for plots). The host reads the device once a step: whether hypotheses ended or
+    sentences are done."""
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest must be between 1 and the beam size {beam_size}, not {nbest}")
     search = _Search.start(max_lengths, beam_size)
@@ -179,6 +191,7 @@ def beam_search(
     while search.sentence.numel() > 0:
         log_probs, state, weights = step(state, tokens)  # (B'*K', V), _, (B'*K', S)
         beams = 1 if position == 0 else beam_size  # K': the K beams start identical
+        search.forbid_repeats(log_probs, beams, no_repeat_ngram)
         values, origin, token = _candidates(search, log_probs, beams, position, eos_id, min_length)
         divisor = float(length_penalty(torch.tensor(position + 1), penalty, alpha))
         ended = search.keep_ended(values, token == eos_id, divisor)  # (B', K)

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from seq2seq.decoding.step_api import Hypothesis, StepFunction, length_penalty
+from seq2seq.decoding.step_api import (
+    Hypothesis,
+    StepFunction,
+    forbid_repeated_ngrams,
+    length_penalty,
+)
 
 if TYPE_CHECKING:
     from seq2seq.decoding.search import SearchOptions
@@ -42,7 +47,14 @@ def greedy_strategy(
     (log-probability over the options' length penalty). It draws nothing: `sentence_keys` is
     not read."""
     result = greedy_search(
-        step, state, max_lengths, bos_id, eos_id, keep_attention, options.min_length
+        step,
+        state,
+        max_lengths,
+        bos_id,
+        eos_id,
+        keep_attention,
+        options.min_length,
+        no_repeat_ngram=options.no_repeat_ngram,
     )
     return scored(result, options)
 
@@ -68,10 +80,12 @@ def greedy_search(
     keep_attention: bool = False,
     min_length: int = 0,
     choose: Choose | None = None,
+    no_repeat_ngram: int = 0,
 ) -> Hypotheses:
     """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced,
-    and before `min_length` tokens it is not allowed. The next token is the most probable one,
-    or what `choose` picks (sampling); the score adds its log-probability either way.
+    and before `min_length` tokens it is not allowed, nor a token that repeats an n-gram of
+    `no_repeat_ngram` tokens. The next token is the most probable one, or what `choose` picks
+    (sampling); the score adds its log-probability either way.
 
     Finished sentences leave the batch (`state.reorder(rows, rows)`), so every step computes
     only open sentences: on Multi30k test batches a third of the rows would otherwise be
@@ -87,8 +101,7 @@ def greedy_search(
     tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
     for position in range(longest):
         log_probs, state, weights = step(state, tokens)  # (B', V), _, (B', S)
-        if position < min_length:
-            log_probs[:, eos_id] = float("-inf")
+        _forbid(log_probs, position, min_length, eos_id, no_repeat_ngram, outputs, sentence)
         if keep_attention:
             if attention is None:
                 attention = weights.new_zeros(batch, longest, weights.shape[-1])
@@ -106,6 +119,23 @@ def greedy_search(
             sentence, limits, tokens = sentence[open_rows], limits[open_rows], tokens[open_rows]
             state = state.reorder(open_rows, open_rows)
     return Hypotheses(_until_eos(outputs, eos_id), scores, attention)
+
+
+def _forbid(
+    log_probs: torch.Tensor,
+    position: int,
+    min_length: int,
+    eos_id: int,
+    no_repeat_ngram: int,
+    outputs: torch.Tensor,
+    sentence: torch.Tensor,
+) -> None:
+    """In place: EOS before `min_length`; with `no_repeat_ngram`, tokens that would repeat an
+    n-gram of the open rows' outputs so far (outputs (B, L), sentence (B',))."""
+    if position < min_length:
+        log_probs[:, eos_id] = float("-inf")
+    if no_repeat_ngram:
+        forbid_repeated_ngrams(log_probs, outputs[sentence, :position], no_repeat_ngram)
 
 
 def _next_tokens(

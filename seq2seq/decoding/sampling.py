@@ -104,6 +104,7 @@ def sample_strategy(
         keep_attention,
         options.min_length,
         choose,
+        options.no_repeat_ngram,
     )
     found = scored(result, options)  # one hypothesis per row, rows grouped by sentence
     per_sentence = [

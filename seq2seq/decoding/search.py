@@ -60,6 +60,7 @@ class SearchOptions:
         max_output_ratio: longest output as a multiple of the source length...
         max_output_offset: ...plus this many tokens (EOS included).
         min_length: tokens before EOS is allowed.
+        no_repeat_ngram: no n-gram of this many tokens appears twice in an output (0: off).
         temperature: sampling: log-probabilities are divided by it (below 1 sharper, above 1
             flatter).
         top_k: sampling: only the k most probable tokens (0: all).
@@ -76,6 +77,7 @@ class SearchOptions:
     max_output_ratio: float = 1.5
     max_output_offset: int = 10
     min_length: int = 0
+    no_repeat_ngram: int = 0
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -108,6 +110,8 @@ class SearchOptions:
             return f"max_output_offset must leave room for EOS (>= 1), not {self.max_output_offset}"
         if self.min_length < 0:
             return f"min_length must not be negative, not {self.min_length}"
+        if self.no_repeat_ngram < 0:
+            return f"no_repeat_ngram must be 0 (off) or more, not {self.no_repeat_ngram}"
         return None
 
 

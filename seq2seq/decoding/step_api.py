@@ -42,3 +42,15 @@ def length_penalty(lengths: torch.Tensor, kind: LengthPenalty, alpha: float) -> 
 def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
     """(B,) longest output allowed for each source: ratio x source length + offset."""
     return (src_lengths.float() * ratio).long() + offset
+
+
+def forbid_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, size: int) -> None:
+    """Set to -inf, in place, the log-probabilities (R, V) of every token that would repeat an
+    n-gram of `size` tokens already in its row's history (R, t); `size` 0: nothing."""
+    if size < 1 or history.shape[1] < size:
+        return
+    windows = history.unfold(1, size, 1)  # (R, W, size): every n-gram so far
+    recent = history[:, history.shape[1] - size + 1 :]  # (R, size - 1): what the next extends
+    repeats = (windows[..., :-1] == recent.unsqueeze(1)).all(dim=-1)  # (R, W)
+    rows, which = repeats.nonzero(as_tuple=True)
+    log_probs[rows, windows[rows, which, -1]] = float("-inf")
