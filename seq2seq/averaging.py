@@ -106,7 +106,7 @@ def saved_checkpoints(run: Path) -> list[SavedCheckpoint]:
     files = [path for path in directory.glob("*.ckpt") if not path.is_symlink()]  # best.ckpt
     by_step: dict[int, SavedCheckpoint] = {}
     for path in sorted(files, key=lambda p: (p.name == "last.ckpt", p.name)):
-        step = int(load_checkpoint(path).get("global_step", 0))
+        step = int(load_checkpoint(path, mmap=True).get("global_step", 0))
         by_step.setdefault(step, SavedCheckpoint(path, step))
     if not by_step:
         raise Seq2SeqError(f"{directory} holds no checkpoints (*.ckpt)")
@@ -128,7 +128,7 @@ def best(saved: list[SavedCheckpoint], count: int, monitor: str) -> list[SavedCh
     """The `count` best checkpoints on `monitor`, best first, as the ModelCheckpoint that kept
     them recorded in the newest checkpoint (its top-k: a later `last.ckpt` whose update was
     never validated is not among them)."""
-    newest = load_checkpoint(saved[-1].path)
+    newest = load_checkpoint(saved[-1].path, mmap=True)
     directory = saved[-1].path.parent
     for key, state in newest.get("callbacks", {}).items():
         if key.startswith("ModelCheckpoint{") and state.get("monitor") == monitor:

@@ -83,13 +83,16 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
         out.write(serialized.getbuffer())
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """The checkpoint at `path`, loaded with weights_only=True; a clear error if it cannot be."""
+def load_checkpoint(
+    path: str | Path, map_location: Any = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """The checkpoint at `path`, loaded with weights_only=True; a clear error if it cannot be.
+    `mmap`: tensors are read from the file only when touched (cheap reads of metadata)."""
     check_file(path)
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a cut one has no index
         raise Seq2SeqError(f"cannot read checkpoint {path}: truncated or not a checkpoint")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise Seq2SeqError(
             f"refusing to load {path}: it holds Python objects other than tensors and plain"

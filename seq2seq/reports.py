@@ -258,12 +258,9 @@ class MetricsFiles(Logger):
                     "norm": f"{value:.6g}",
                 }
             )
-        self._write()
-
-    def _write(self) -> None:
         make_directory(self.root)
         _write_rows(self.root / "metrics.csv", self.rows)
-        if self.flow:
+        if flow:  # rewritten only when probes came: it grows by dozens of rows a probe
             _write_rows(self.root / "grad_flow.csv", self.flow, FLOW_COLUMNS)
 
 

@@ -5,6 +5,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
 from seq2seq.lightning_cli import main
 from tests.training_helpers import reversal_corpus, tiny_run_args
@@ -61,4 +62,11 @@ def test_train_log_holds_the_console_without_progress_bars(run: Path) -> None:
 
 
 def test_learning_curves_are_drawn(run: Path) -> None:
+    """The PNG, from points every 3 logged updates, before each validation and at the end."""
     assert (run / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["callbacks"]
+    curves = saved["LearningCurves"]
+    assert sorted(curves["train/loss"]) == [3, 4, 6, 8, 9]
+    assert sorted(curves["val/bleu"]) == sorted(curves["val/loss"]) == [4, 8]
+    assert all(0 < loss < 10 for loss in curves["train/loss"].values())
+    assert sorted(curves["learning rate"]) == [3, 4, 6, 8, 9]

@@ -11,15 +11,16 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from seq2seq.data.corpus import CorpusFiles, ParallelCorpus, upsampled
+from seq2seq.data.corpus import CorpusFiles, Files, upsampled
 from seq2seq.errors import Seq2SeqError
 from seq2seq.files import atomic_write, check_file, make_directory, read_lines
 
 
 @dataclass(frozen=True)
-class Tsv(ParallelCorpus):
+class Tsv(Files):
     """A user's own corpora as TSV files: one pair a line, source and target separated by one
-    tab (a line with another number of fields is an error naming the file and the line).
+    tab (a line with another number of fields is an error naming the file and the line). The
+    settings are Files', with files where Files takes path prefixes.
 
     Args:
         train: training files, mixed as `upsample` says.
@@ -28,11 +29,6 @@ class Tsv(ParallelCorpus):
         upsample: how many times each training file is repeated (default once each): the way
             to weigh a small in-domain corpus against a large general one.
     """
-
-    train: list[str]
-    val: str | None = None
-    test: str | None = None
-    upsample: list[int] | None = None
 
     def splits(self, src_lang: str, tgt_lang: str, data_dir: Path) -> dict[str, list[CorpusFiles]]:
         """Every file split into a source and a target file (once), training files repeated."""
