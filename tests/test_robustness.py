@@ -442,6 +442,18 @@ CASES = [
         expect="nbest must be between 1 and 2 (beam), not 3",
     ),
     Case(TR, "--min-length -1", ("--min-length=-1",), expect="min_length must not be negative"),
+    Case(
+        TR,
+        "--min-output-ratio above --max-output-ratio",
+        ("--min-output-ratio=2", "--max-output-ratio=1.5"),
+        expect="min_output_ratio must be between 0 and max_output_ratio (1.5), not 2.0",
+    ),
+    Case(
+        TR,
+        "--coverage-penalty -0.2",
+        ("--coverage-penalty=-0.2",),
+        expect="coverage_penalty must be a number of at least 0, not -0.2",
+    ),
     Case(TR, "--max-output-offset 0", ("--max-output-offset=0",), expect="must leave room for EOS"),
     Case(TR, "unknown search strategy", ("--strategy=sampling",), expect="invalid choice"),
     Case(TR, "--device tpu", ("--device=tpu",), expect="'tpu' is not a device"),

@@ -21,7 +21,9 @@ from seq2seq.decoding.greedy import greedy_strategy
 from seq2seq.decoding.step_api import (
     Hypothesis,
     LengthPenalty,
+    Sentences,
     StepFunction,
+    coverage_penalty,
     forbid_repeated_ngrams,
     length_penalty,
 )
@@ -33,31 +35,29 @@ if TYPE_CHECKING:
 def beam_strategy(
     step: StepFunction,
     state: Any,
-    max_lengths: torch.Tensor,
+    sentences: Sentences,
     options: SearchOptions,
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
-    sentence_keys: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The search strategy `beam`. A beam of one is greedy search, which the greedy module runs
-    without the beam bookkeeping (the same hypotheses, tested). It draws nothing:
-    `sentence_keys` is not read."""
+    without the beam bookkeeping (the same hypotheses, tested)."""
     if options.beam_size == 1:
-        return greedy_strategy(step, state, max_lengths, options, bos_id, eos_id, keep_attention)
+        return greedy_strategy(step, state, sentences, options, bos_id, eos_id, keep_attention)
     return beam_search(
         step,
         state,
-        max_lengths,
+        sentences,
         bos_id,
         eos_id,
         options.beam_size,
         options.nbest,
         options.length_penalty,
         options.alpha,
-        options.min_length,
         keep_attention,
         options.no_repeat_ngram,
+        options.coverage_penalty,
     )
 
 
@@ -93,44 +93,74 @@ def continuing(is_eos: torch.Tensor, beam_size: int) -> torch.Tensor:
 
 @dataclass
 class _Search:
-    """Open beams of the sentences still being searched (row b of every tensor = sentence b)."""
+    """Open beams of the sentences still being searched (row b of every tensor = sentence b).
+    Attention is recorded when kept (plots) and summed into coverage when `coverage_beta`."""
 
     sentence: torch.Tensor  # (B',) original index of each remaining sentence
+    bounds: Sentences  # (B',) each: source and output lengths of each remaining sentence
     scores: torch.Tensor  # (B', K) running log-probabilities
     history: torch.Tensor  # (B', K, t) tokens so far
-    max_lengths: torch.Tensor  # (B',)
     kept: torch.Tensor  # (B', K) best K finished normalized scores, -inf while fewer
-    attention: torch.Tensor | None  # (B', K, t, S) attention so far, when kept
+    keep_attention: bool
+    coverage_beta: float
+    attention: torch.Tensor | None = None  # (B', K, t, S) attention so far, when kept
+    coverage: torch.Tensor | None = None  # (B', K, S) attention summed, with a coverage penalty
 
     @classmethod
-    def start(cls, max_lengths: torch.Tensor, beam_size: int) -> _Search:
+    def start(
+        cls, sentences: Sentences, beam_size: int, keep_attention: bool, coverage_beta: float
+    ) -> _Search:
         """Every sentence with K beams of which only the first may extend (they start equal)."""
-        batch, device = max_lengths.shape[0], max_lengths.device
+        batch, device = sentences.max_lengths.shape[0], sentences.max_lengths.device
         scores = torch.full((batch, beam_size), float("-inf"), device=device)
         scores[:, 0] = 0.0
         return cls(
             torch.arange(batch, device=device),
+            sentences,
             scores,
             torch.empty(batch, beam_size, 0, dtype=torch.long, device=device),
-            max_lengths,
             torch.full((batch, beam_size), float("-inf"), device=device),
-            None,
+            keep_attention,
+            coverage_beta,
         )
 
-    def forbid_repeats(self, log_probs: torch.Tensor, beams: int, size: int) -> None:
-        """In place: -inf for tokens (log_probs (B'*K', V)) that would repeat an n-gram of
-        `size` tokens of their beam's history (0: none)."""
+    def forbid(
+        self, log_probs: torch.Tensor, beams: int, position: int, eos_id: int, size: int
+    ) -> None:
+        """In place, on log_probs (B'*K', V): -inf for EOS in sentences short of their minimum
+        length, and for tokens that would repeat an n-gram of `size` tokens of their beam's
+        history (0: none)."""
+        early = position < self.bounds.min_lengths  # (B',)
+        log_probs.view(early.shape[0], beams, -1)[..., eos_id].masked_fill_(
+            early.unsqueeze(1), float("-inf")
+        )
         if size:
             forbid_repeated_ngrams(log_probs, self.history[:, :beams].flatten(0, 1), size)
 
+    def coverage_bonus(
+        self, step_weights: torch.Tensor | None, origin: torch.Tensor
+    ) -> torch.Tensor | None:
+        """(B', K) the coverage penalty of the K best candidates (beams `origin` (B', K) of
+        this step's attention (B', K', S)); None without a coverage penalty."""
+        if not self.coverage_beta:
+            return None
+        coverage = _from_beams(step_weights, origin)  # (B', K, S)
+        if self.coverage is not None:
+            coverage = coverage + _from_beams(self.coverage, origin)
+        lengths = self.bounds.source_lengths.unsqueeze(1)  # (B', 1)
+        return coverage_penalty(coverage, lengths, self.coverage_beta)
+
     def keep_ended(
-        self, values: torch.Tensor, is_eos: torch.Tensor, divisor: float
+        self, values: torch.Tensor, is_eos: torch.Tensor, divisor: float, bonus: torch.Tensor | None
     ) -> torch.Tensor:
         """(B', K) which of the K best candidates (values, is_eos: (B', 2K)) end a hypothesis;
-        their normalized scores join the K best kept so far."""
+        their scores (normalized, plus their coverage `bonus`) join the K best kept so far."""
         beam_size = self.scores.shape[1]
         ended = is_eos[:, :beam_size] & torch.isfinite(values[:, :beam_size])  # (B', K)
-        normalized = (values[:, :beam_size] / divisor).masked_fill(~ended, float("-inf"))
+        normalized = values[:, :beam_size] / divisor
+        if bonus is not None:
+            normalized = normalized + bonus
+        normalized = normalized.masked_fill(~ended, float("-inf"))
         self.kept = torch.cat((self.kept, normalized), 1).topk(beam_size, dim=-1).values
         return ended
 
@@ -139,73 +169,81 @@ class _Search:
         scores: torch.Tensor,
         beam_rows: torch.Tensor,
         tokens: torch.Tensor,
-        step_attention: torch.Tensor | None,
+        step_weights: torch.Tensor | None,
     ) -> None:
         """The open beams continue: from beams `beam_rows` (B', K) with `tokens` (B', K),
-        scoring `scores` (B', K); `step_attention` (B', K', S) when attention is kept."""
+        scoring `scores` (B', K); `step_weights` (B', K', S) this step's attention, when kept
+        or summed."""
         self.scores = scores
         history = self.history.gather(1, beam_rows.unsqueeze(-1).expand_as(self.history))
         self.history = torch.cat((history, tokens.unsqueeze(-1)), dim=-1)
-        if step_attention is not None:
-            self.attention = _extend_attention(self.attention, step_attention, beam_rows)
+        if self.keep_attention:
+            self.attention = _extend_attention(self.attention, step_weights, beam_rows)
+        if self.coverage_beta:
+            coverage = _from_beams(step_weights, beam_rows)
+            if self.coverage is not None:
+                coverage = coverage + _from_beams(self.coverage, beam_rows)
+            self.coverage = coverage
 
     def select(self, rows: torch.Tensor) -> _Search:
         """The remaining sentences `rows` (B'',); done ones leave."""
-        attention = None if self.attention is None else self.attention[rows]
         return _Search(
             self.sentence[rows],
+            self.bounds.select(rows),
             self.scores[rows],
             self.history[rows],
-            self.max_lengths[rows],
             self.kept[rows],
-            attention,
+            self.keep_attention,
+            self.coverage_beta,
+            None if self.attention is None else self.attention[rows],
+            None if self.coverage is None else self.coverage[rows],
         )
 
 
 def beam_search(
     step: StepFunction,
     state: Any,
-    max_lengths: torch.Tensor,
+    sentences: Sentences,
     bos_id: int,
     eos_id: int,
     beam_size: int,
     nbest: int = 1,
     penalty: LengthPenalty = "gnmt",
     alpha: float = 0.6,
-    min_length: int = 0,
     keep_attention: bool = False,
     no_repeat_ngram: int = 0,
+    coverage_beta: float = 0.0,
 ) -> list[list[Hypothesis]]:
-    """The `nbest` best hypotheses of each sentence, best first. `state` holds one row per
-    sentence and supports `reorder(rows, sentences=None)`; `max_lengths` (B,) is each sentence's
-    longest output (EOS included), `min_length` the shortest before EOS, `no_repeat_ngram` the
-    n-gram size no hypothesis repeats (0: off); `keep_attention` records each hypothesis's
-    attention (for plots). The host reads the device once a step: whether hypotheses ended or
-    sentences are done."""
+    """The `nbest` best hypotheses of each sentence, best first, within `sentences`' length
+    bounds. `state`: one row per sentence, with `reorder(rows, sentences=None)`; n-grams of
+    `no_repeat_ngram` tokens never repeat and `coverage_beta` weighs the coverage penalty (0:
+    off); `keep_attention` records attention (plots). The host reads the device once a step."""
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest must be between 1 and the beam size {beam_size}, not {nbest}")
-    search = _Search.start(max_lengths, beam_size)
-    finished: list[list[Hypothesis]] = [[] for _ in range(max_lengths.shape[0])]
+    search = _Search.start(sentences, beam_size, keep_attention, coverage_beta)
+    finished: list[list[Hypothesis]] = [[] for _ in range(sentences.max_lengths.shape[0])]
+    shortest, position = int(sentences.min_lengths.max()), 0
     tokens = torch.full_like(search.sentence, bos_id)  # (B,)
-    position = 0
     while search.sentence.numel() > 0:
         log_probs, state, weights = step(state, tokens)  # (B'*K', V), _, (B'*K', S)
         beams = 1 if position == 0 else beam_size  # K': the K beams start identical
-        search.forbid_repeats(log_probs, beams, no_repeat_ngram)
-        values, origin, token = _candidates(search, log_probs, beams, position, eos_id, min_length)
+        if position < shortest or no_repeat_ngram:
+            search.forbid(log_probs, beams, position, eos_id, no_repeat_ngram)
+        values, origin, token = _candidates(search, log_probs, beams, position, eos_id)
         divisor = float(length_penalty(torch.tensor(position + 1), penalty, alpha))
-        ended = search.keep_ended(values, token == eos_id, divisor)  # (B', K)
+        step_weights = weights.view(-1, beams, weights.shape[-1])  # (B', K', S)
+        bonus = search.coverage_bonus(step_weights, origin[:, :beam_size])  # (B', K) or None
+        ended = search.keep_ended(values, token == eos_id, divisor, bonus)  # (B', K)
         keep = continuing(token == eos_id, beam_size)  # (B', K)
-        step_attention = weights.view(-1, beams, weights.shape[-1]) if keep_attention else None
         position += 1
         open_scores = values.gather(1, keep)  # (B', K)
         done = _done(search, open_scores, position, penalty, alpha)  # (B',)
         any_ended, any_done = torch.stack((ended.any(), done.any())).tolist()  # the one sync
         if any_ended:
-            _finalize(finished, search, values, origin, ended, divisor, step_attention)
+            _finalize(finished, search, (values, origin, ended, bonus), divisor, step_weights)
         beam_rows = origin.gather(1, keep)  # (B', K)
         tokens = token.gather(1, keep)  # (B', K)
-        search.extend(open_scores, beam_rows, tokens, step_attention)
+        search.extend(open_scores, beam_rows, tokens, step_weights)
         rows = _flat_rows(beam_rows, beams)  # (B'*K,)
         if any_done:  # done sentences leave the batch
             search, state, tokens = _leave(search, state, tokens, rows, done)
@@ -226,22 +264,15 @@ def _leave(
 
 
 def _candidates(
-    search: _Search,
-    log_probs: torch.Tensor,
-    beams: int,
-    position: int,
-    eos_id: int,
-    min_length: int,
+    search: _Search, log_probs: torch.Tensor, beams: int, position: int, eos_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The 2K best extensions (B', 2K) of the first `beams` (K') open beams by their step's
-    log_probs (B'*K', V): values, origin beam, token. EOS is not allowed before `min_length`
-    and is the only choice at a sentence's last position."""
+    log_probs (B'*K', V): values, origin beam, token. EOS is the only choice at a sentence's
+    last position."""
     count = 2 * search.scores.shape[1]
     scores = search.scores[:, :beams]  # (B', K')
     log_probs = log_probs.view(*scores.shape, -1)  # (B', K', V)
-    if position < min_length:
-        log_probs[..., eos_id] = float("-inf")
-    last = (position + 1 >= search.max_lengths).view(-1, 1)  # (B', 1) only EOS may come
+    last = (position + 1 >= search.bounds.max_lengths).view(-1, 1)  # (B', 1) only EOS may come
     free = top_candidates(scores, log_probs, count)
     forced = _only_eos(scores, log_probs, eos_id, count)
     return tuple(torch.where(last, f, c) for f, c in zip(forced, free, strict=True))
@@ -251,12 +282,16 @@ def _extend_attention(
     history: torch.Tensor | None, step_attention: torch.Tensor, beam_rows: torch.Tensor
 ) -> torch.Tensor:
     """(B', K, t + 1, S): each surviving beam's attention so far, plus this step's."""
-    source = step_attention.shape[-1]
-    current = step_attention.gather(1, beam_rows.unsqueeze(-1).expand(-1, -1, source))  # (B', K, S)
+    current = _from_beams(step_attention, beam_rows)  # (B', K, S)
     if history is None:
         return current.unsqueeze(2)
     index = beam_rows.view(*beam_rows.shape, 1, 1).expand(-1, -1, *history.shape[2:])
     return torch.cat((history.gather(1, index), current.unsqueeze(2)), dim=2)
+
+
+def _from_beams(per_beam: torch.Tensor, beam_rows: torch.Tensor) -> torch.Tensor:
+    """(B', K', S) values of each beam -> (B', K, S) those of beams `beam_rows` (B', K)."""
+    return per_beam.gather(1, beam_rows.unsqueeze(-1).expand(-1, -1, per_beam.shape[-1]))
 
 
 def _flat_rows(beam_rows: torch.Tensor, rows_per_sentence: int) -> torch.Tensor:
@@ -281,27 +316,30 @@ def _only_eos(
 def _finalize(
     finished: list[list[Hypothesis]],
     search: _Search,
-    values: torch.Tensor,
-    origin: torch.Tensor,
-    ended: torch.Tensor,
+    candidates: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None],
     divisor: float,
-    step_attention: torch.Tensor | None,
+    step_weights: torch.Tensor,
 ) -> None:
-    """Record the `ended` (B', K) EOS candidates among the K best as finished hypotheses."""
+    """Record the ended EOS candidates among the K best as finished hypotheses. `candidates`:
+    values (B', 2K), origin beams (B', 2K), which ended (B', K), coverage bonus (B', K) or
+    None; `step_weights` (B', K', S) this step's attention."""
+    values, origin, ended, bonus = candidates
     rows, ranks = ended.nonzero().unbind(1)  # (E,), (E,)
     beams = origin[rows, ranks]
     histories = search.history[rows, beams].tolist()
     log_probs = values[rows, ranks].tolist()
+    bonuses = [0.0] * len(log_probs) if bonus is None else bonus[rows, ranks].tolist()
     sentences = search.sentence[rows].tolist()
     attentions: list[torch.Tensor | None] = [None] * len(sentences)
-    if step_attention is not None:
-        now = step_attention[rows, beams].unsqueeze(1)  # (E, 1, S): the attention behind EOS
+    if search.keep_attention:
+        now = step_weights[rows, beams].unsqueeze(1)  # (E, 1, S): the attention behind EOS
         earlier = now[:, :0] if search.attention is None else search.attention[rows, beams]
         attentions = list(torch.cat((earlier, now), 1))  # E x (t + 1, S)
-    for sentence, tokens, log_prob, attention in zip(
-        sentences, histories, log_probs, attentions, strict=True
+    for sentence, tokens, log_prob, extra, attention in zip(
+        sentences, histories, log_probs, bonuses, attentions, strict=True
     ):
-        finished[sentence].append(Hypothesis(tokens, log_prob / divisor, log_prob, attention))
+        hypothesis = Hypothesis(tokens, log_prob / divisor + extra, log_prob, attention)
+        finished[sentence].append(hypothesis)
 
 
 def _done(
@@ -311,10 +349,11 @@ def _done(
     (B', K) can beat the worst kept.
 
     Log-probabilities only fall as a beam grows, so its best possible normalized score is its
-    current log-probability over the largest divisor it can still reach.
+    current log-probability over the largest divisor it can still reach; a coverage penalty is
+    at most 0, so leaving it out keeps the bound.
     """
-    reachable = length_penalty(search.max_lengths, penalty, alpha)  # (B',)
+    reachable = length_penalty(search.bounds.max_lengths, penalty, alpha)  # (B',)
     optimistic = open_scores.max(dim=-1).values / reachable  # (B',)
     worst_kept = search.kept[:, -1]  # -inf while fewer than K have finished
-    out_of_room = position >= search.max_lengths
+    out_of_room = position >= search.bounds.max_lengths
     return out_of_room | (torch.isfinite(worst_kept) & (optimistic <= worst_kept))

@@ -13,7 +13,9 @@ import torch
 
 from seq2seq.decoding.step_api import (
     Hypothesis,
+    Sentences,
     StepFunction,
+    coverage_penalty,
     forbid_repeated_ngrams,
     length_penalty,
 )
@@ -36,72 +38,75 @@ class Hypotheses(NamedTuple):
 def greedy_strategy(
     step: StepFunction,
     state: Any,
-    max_lengths: torch.Tensor,
+    sentences: Sentences,
     options: SearchOptions,
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
-    sentence_keys: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The search strategy `greedy`: one hypothesis per sentence, scored like beam search's
-    (log-probability over the options' length penalty). It draws nothing: `sentence_keys` is
-    not read."""
+    (log-probability over the options' length penalty, plus the coverage penalty)."""
+    needs_attention = keep_attention or options.coverage_penalty > 0
     result = greedy_search(
-        step,
-        state,
-        max_lengths,
-        bos_id,
-        eos_id,
-        keep_attention,
-        options.min_length,
-        no_repeat_ngram=options.no_repeat_ngram,
+        step, state, sentences, bos_id, eos_id, needs_attention, None, options.no_repeat_ngram
     )
-    return scored(result, options)
+    return scored(result, options, sentences.source_lengths, keep_attention)
 
 
-def scored(result: Hypotheses, options: SearchOptions) -> list[list[Hypothesis]]:
-    """Each row's tokens as a one-hypothesis list, scored with the options' length penalty."""
+def scored(
+    result: Hypotheses, options: SearchOptions, source_lengths: torch.Tensor, keep_attention: bool
+) -> list[list[Hypothesis]]:
+    """Each row's tokens as a one-hypothesis list, scored with the options' length penalty and
+    coverage penalty (which reads the result's attention); attention kept if asked for."""
     lengths = torch.tensor([len(tokens) + 1 for tokens in result.tokens])  # EOS included
     divisors = length_penalty(lengths, options.length_penalty, options.alpha).tolist()
+    coverage = [0.0] * len(lengths)
+    if options.coverage_penalty > 0:
+        coverage = coverage_penalty(
+            result.attention.sum(dim=1), source_lengths, options.coverage_penalty
+        ).tolist()  # rows past a sentence's EOS hold zeros: the sum is its own attention
     hypotheses = []
     log_probs = result.scores.tolist()
     for row, (tokens, log_prob) in enumerate(zip(result.tokens, log_probs, strict=True)):
-        attention = None if result.attention is None else result.attention[row, : len(tokens) + 1]
-        hypotheses.append([Hypothesis(tokens, log_prob / divisors[row], log_prob, attention)])
+        attention = result.attention[row, : len(tokens) + 1] if keep_attention else None
+        score = log_prob / divisors[row] + coverage[row]
+        hypotheses.append([Hypothesis(tokens, score, log_prob, attention)])
     return hypotheses
 
 
 def greedy_search(
     step: StepFunction,
     state: Any,
-    max_lengths: torch.Tensor,
+    sentences: Sentences,
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
-    min_length: int = 0,
     choose: Choose | None = None,
     no_repeat_ngram: int = 0,
 ) -> Hypotheses:
-    """Decode every sentence until EOS; at its maximum length (B,), EOS included, EOS is forced,
-    and before `min_length` tokens it is not allowed, nor a token that repeats an n-gram of
+    """Decode every sentence until EOS; at its maximum length, EOS included, EOS is forced,
+    and before its minimum length it is not allowed, nor a token that repeats an n-gram of
     `no_repeat_ngram` tokens. The next token is the most probable one, or what `choose` picks
     (sampling); the score adds its log-probability either way.
 
     Finished sentences leave the batch (`state.reorder(rows, rows)`), so every step computes
-    only open sentences: on Multi30k test batches a third of the rows would otherwise be
-    finished ones.
+    only open ones: on Multi30k test batches a third of the rows would otherwise be finished.
     """
-    batch, device = max_lengths.shape[0], max_lengths.device
-    longest = int(max_lengths.max())
+    batch, device = sentences.max_lengths.shape[0], sentences.max_lengths.device
+    longest, shortest = torch.stack((sentences.max_lengths, sentences.min_lengths)).amax(1).tolist()
     outputs = torch.full((batch, longest), eos_id, dtype=torch.long, device=device)
     scores = torch.zeros(batch, device=device)
     attention = None
     sentence = torch.arange(batch, device=device)  # (B',) original row of each open sentence
-    limits = max_lengths
+    limits = sentences.max_lengths
     tokens = torch.full((batch,), bos_id, dtype=torch.long, device=device)
     for position in range(longest):
         log_probs, state, weights = step(state, tokens)  # (B', V), _, (B', S)
-        _forbid(log_probs, position, min_length, eos_id, no_repeat_ngram, outputs, sentence)
+        if position < shortest:  # EOS not yet, for the sentences whose minimum is still ahead
+            early = position < sentences.min_lengths[sentence]  # (B',)
+            log_probs[:, eos_id].masked_fill_(early, float("-inf"))
+        if no_repeat_ngram:
+            forbid_repeated_ngrams(log_probs, outputs[sentence, :position], no_repeat_ngram)
         if keep_attention:
             if attention is None:
                 attention = weights.new_zeros(batch, longest, weights.shape[-1])
@@ -119,23 +124,6 @@ def greedy_search(
             sentence, limits, tokens = sentence[open_rows], limits[open_rows], tokens[open_rows]
             state = state.reorder(open_rows, open_rows)
     return Hypotheses(_until_eos(outputs, eos_id), scores, attention)
-
-
-def _forbid(
-    log_probs: torch.Tensor,
-    position: int,
-    min_length: int,
-    eos_id: int,
-    no_repeat_ngram: int,
-    outputs: torch.Tensor,
-    sentence: torch.Tensor,
-) -> None:
-    """In place: EOS before `min_length`; with `no_repeat_ngram`, tokens that would repeat an
-    n-gram of the open rows' outputs so far (outputs (B, L), sentence (B',))."""
-    if position < min_length:
-        log_probs[:, eos_id] = float("-inf")
-    if no_repeat_ngram:
-        forbid_repeated_ngrams(log_probs, outputs[sentence, :position], no_repeat_ngram)
 
 
 def _next_tokens(

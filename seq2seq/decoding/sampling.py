@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from seq2seq.decoding.greedy import greedy_search, scored
-from seq2seq.decoding.step_api import Hypothesis, StepFunction
+from seq2seq.decoding.step_api import Hypothesis, Sentences, StepFunction
 
 if TYPE_CHECKING:
     from seq2seq.decoding.search import SearchOptions
@@ -72,22 +72,21 @@ def filtered(log_probs: torch.Tensor, temperature: float, top_k: int, top_p: flo
 def sample_strategy(
     step: StepFunction,
     state: Any,
-    max_lengths: torch.Tensor,
+    sentences: Sentences,
     options: SearchOptions,
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
-    sentence_keys: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The search strategy `sample`: `options.nbest` samples per sentence, most probable first,
     scored like greedy search (log-probability under the model, untempered, over the length
-    penalty). `sentence_keys` (B,): `source_keys` of the sources; without them, the row index."""
-    batch, samples = max_lengths.shape[0], options.nbest
-    device = max_lengths.device
-    keys = torch.arange(batch, device=device) if sentence_keys is None else sentence_keys
+    penalty, plus the coverage penalty). The draws of a sentence follow from its key."""
+    batch, samples = sentences.keys.shape[0], options.nbest
+    device = sentences.keys.device
     rows = torch.arange(batch, device=device).repeat_interleave(samples)  # (R,)
     sample = torch.arange(samples, device=device).repeat(batch)  # (R,)
-    row_keys = hash32(keys[rows] ^ hash32(sample + 1) ^ hash32(torch.tensor(options.seed) & MASK))
+    seed = hash32(torch.tensor(options.seed) & MASK)
+    row_keys = hash32(sentences.keys[rows] ^ hash32(sample + 1) ^ seed)  # (R,)
 
     def choose(log_probs: torch.Tensor, position: int, open_rows: torch.Tensor) -> torch.Tensor:
         logits = filtered(log_probs, options.temperature, options.top_k, options.top_p)
@@ -95,18 +94,12 @@ def sample_strategy(
         return (logits + noise).argmax(dim=-1)
 
     expanded = state.reorder(rows, rows)  # every sample its own sentence
+    repeated = sentences.select(rows)
+    needs_attention = keep_attention or options.coverage_penalty > 0
     result = greedy_search(
-        step,
-        expanded,
-        max_lengths[rows],
-        bos_id,
-        eos_id,
-        keep_attention,
-        options.min_length,
-        choose,
-        options.no_repeat_ngram,
+        step, expanded, repeated, bos_id, eos_id, needs_attention, choose, options.no_repeat_ngram
     )
-    found = scored(result, options)  # one hypothesis per row, rows grouped by sentence
+    found = scored(result, options, repeated.source_lengths, keep_attention)  # by sentence
     per_sentence = [
         [hypotheses[0] for hypotheses in found[b * samples : (b + 1) * samples]]
         for b in range(batch)

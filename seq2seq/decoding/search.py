@@ -1,9 +1,9 @@
 """How to search (`SearchOptions`), the registry of search strategies, and `search` itself.
 
-A strategy is a function `(step, state, max_lengths, options, bos_id, eos_id, keep_attention,
-sentence_keys) -> hypotheses per sentence, best first` over the model's step API (step_api.py);
-`sentence_keys` (B,) is a number per sentence from its source ids alone, for strategies that
-draw random numbers (sampling.py).
+A strategy is a function `(step, state, sentences, options, bos_id, eos_id, keep_attention)
+-> hypotheses per sentence, best first` over the model's step API (step_api.py); `sentences`
+says what it knows of each sentence: source length, output bounds, and a number from its source
+ids alone for strategies that draw random numbers (sampling.py).
 `SearchOptions.strategy` names its entry in `STRATEGIES`; a new strategy is one module with
 such a function plus one entry there (and, if it needs options of its own, fields here).
 
@@ -22,7 +22,7 @@ import torch
 from seq2seq.decoding.beam_search import beam_strategy
 from seq2seq.decoding.greedy import greedy_strategy
 from seq2seq.decoding.sampling import sample_strategy, source_keys
-from seq2seq.decoding.step_api import Hypothesis, LengthPenalty, StepFunction, max_output_lengths
+from seq2seq.decoding.step_api import Hypothesis, LengthPenalty, Sentences, StepFunction
 from seq2seq.errors import Seq2SeqError
 
 Strategy = Callable[..., list[list[Hypothesis]]]
@@ -57,9 +57,12 @@ class SearchOptions:
         length_penalty: what scores divide the log-probability by: `gnmt` ((5 + |Y|) / 6)^alpha,
             `average` (|Y|) or `none`.
         alpha: exponent of the GNMT length penalty.
+        coverage_penalty: beta of GNMT's coverage penalty, added to finished hypotheses' scores:
+            beta x the sum over source tokens of log(min(attention received, 1)) (0: off).
         max_output_ratio: longest output as a multiple of the source length...
         max_output_offset: ...plus this many tokens (EOS included).
-        min_length: tokens before EOS is allowed.
+        min_length: tokens before EOS is allowed...
+        min_output_ratio: ...and at least this multiple of the source length (0: off).
         no_repeat_ngram: no n-gram of this many tokens appears twice in an output (0: off).
         temperature: sampling: log-probabilities are divided by it (below 1 sharper, above 1
             flatter).
@@ -74,9 +77,11 @@ class SearchOptions:
     nbest: int = 1
     length_penalty: LengthPenalty = "gnmt"
     alpha: float = 0.6
+    coverage_penalty: float = 0.0
     max_output_ratio: float = 1.5
     max_output_offset: int = 10
     min_length: int = 0
+    min_output_ratio: float = 0.0
     no_repeat_ngram: int = 0
     temperature: float = 1.0
     top_k: int = 0
@@ -104,8 +109,15 @@ class SearchOptions:
             return f"top_p must be above 0 and at most 1, not {self.top_p}"
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
             return f"alpha must be a number of at least 0, not {self.alpha}"
+        if not (math.isfinite(self.coverage_penalty) and self.coverage_penalty >= 0):
+            return f"coverage_penalty must be a number of at least 0, not {self.coverage_penalty}"
         if not (math.isfinite(self.max_output_ratio) and self.max_output_ratio >= 0):
             return f"max_output_ratio must be a number of at least 0, not {self.max_output_ratio}"
+        if not 0 <= self.min_output_ratio <= self.max_output_ratio:
+            return (
+                f"min_output_ratio must be between 0 and max_output_ratio"
+                f" ({self.max_output_ratio}), not {self.min_output_ratio}"
+            )
         if self.max_output_offset < 1:
             return f"max_output_offset must leave room for EOS (>= 1), not {self.max_output_offset}"
         if self.min_length < 0:
@@ -130,8 +142,18 @@ def search(
     weights, (output length + 1, S), when `keep_attention`). `search_weights`: the model's
     `search_weights()`, built by the caller once for many searches."""
     state = model.initial_state(model.encode(src, src_lengths), search_weights)
-    limits = max_output_lengths(src_lengths, options.max_output_ratio, options.max_output_offset)
-    limits = limits.to(src.device)
     strategy = STRATEGIES[options.strategy]
-    keys = source_keys(src, src_lengths)
-    return strategy(model.step, state, limits, options, bos_id, eos_id, keep_attention, keys)
+    sentences = sentences_of(src, src_lengths, options)
+    return strategy(model.step, state, sentences, options, bos_id, eos_id, keep_attention)
+
+
+def sentences_of(src: torch.Tensor, src_lengths: torch.Tensor, options: SearchOptions) -> Sentences:
+    """What strategies know of each of the (B, S) sources: its length; its longest output,
+    max_output_ratio x source length + max_output_offset (EOS included); its shortest, at least
+    min_length and min_output_ratio x source length tokens before EOS, and always shorter than
+    the longest; its key (sampling.py)."""
+    lengths = src_lengths.to(src.device)
+    longest = (lengths.float() * options.max_output_ratio).long() + options.max_output_offset
+    shortest = (lengths.float() * options.min_output_ratio).ceil().long()
+    shortest = torch.minimum(shortest.clamp(min=options.min_length), longest - 1)
+    return Sentences(lengths, shortest, longest, source_keys(src, lengths))

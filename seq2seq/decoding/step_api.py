@@ -1,4 +1,5 @@
-"""What every search strategy shares: the step API it drives, and the hypotheses it returns.
+"""What every search strategy shares: the step API it drives, what it knows of each sentence,
+and the hypotheses it returns.
 
 A model offers `step(state, tokens) -> (log_probs (R, V), state, attention (R, S))` over a state
 with `reorder(rows, sentences=None)` (R hypothesis rows; the sentences still searched when some
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -28,6 +29,19 @@ class Hypothesis:
     attention: torch.Tensor | None = None  # (len(tokens) + 1, S) weights behind each token
 
 
+class Sentences(NamedTuple):
+    """What a strategy knows of each of the B sentences it searches, (B,) each."""
+
+    source_lengths: torch.Tensor  # source tokens: the attention columns that are not padding
+    min_lengths: torch.Tensor  # output tokens before EOS is allowed (below max_lengths)
+    max_lengths: torch.Tensor  # longest output, EOS included
+    keys: torch.Tensor  # a number from the source ids alone, for strategies that draw
+
+    def select(self, rows: torch.Tensor) -> Sentences:
+        """The sentences (and repeats of them) at `rows` (B',)."""
+        return Sentences(*(values[rows] for values in self))
+
+
 def length_penalty(lengths: torch.Tensor, kind: LengthPenalty, alpha: float) -> torch.Tensor:
     """Divisor of a hypothesis's log-probability: GNMT's ((5 + |Y|) / 6)^alpha (Wu et al., 2016),
     the length itself ('average'), or 1. |Y| counts EOS."""
@@ -39,9 +53,18 @@ def length_penalty(lengths: torch.Tensor, kind: LengthPenalty, alpha: float) -> 
     return torch.ones_like(lengths)
 
 
-def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
-    """(B,) longest output allowed for each source: ratio x source length + offset."""
-    return (src_lengths.float() * ratio).long() + offset
+def coverage_penalty(
+    coverage: torch.Tensor, source_lengths: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """GNMT's coverage penalty (Wu et al., 2016), added to a finished hypothesis's score: beta x
+    the sum over source tokens of log(min(attention the token received, 1)), at most 0.
+
+    coverage (..., S) attention summed over the output, source_lengths (...,) -> (...,). A
+    token never attended to counts as log of the smallest positive float, not -inf."""
+    positions = torch.arange(coverage.shape[-1], device=coverage.device)
+    real = positions < source_lengths.unsqueeze(-1)  # (..., S)
+    logs = coverage.float().clamp(min=torch.finfo(torch.float32).tiny, max=1.0).log()
+    return beta * torch.where(real, logs, 0.0).sum(dim=-1)
 
 
 def forbid_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, size: int) -> None:

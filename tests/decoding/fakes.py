@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from seq2seq.decoding.step_api import Sentences
+
 BOS, EOS, A, B, C = 2, 3, 4, 5, 6
 VOCAB = 7
 LogProbs = Callable[[int, tuple[int, ...]], dict[int, float]]
@@ -32,18 +34,25 @@ def start(sentences: int = 1) -> FakeState:
     return FakeState(torch.arange(sentences), torch.empty(sentences, 0, dtype=torch.long))
 
 
-def fake_step(log_probs_of: LogProbs, vocab: int = VOCAB):
+def fake_step(
+    log_probs_of: LogProbs,
+    vocab: int = VOCAB,
+    attention_of: Callable[[tuple[int, ...]], list[float]] = lambda prefix: [0.0],
+):
     """A step function: `log_probs_of(sentence, tokens after BOS)` gives {token: log-prob};
-    tokens it leaves out are impossible."""
+    tokens it leaves out are impossible. `attention_of(tokens after BOS)`: the attention over
+    the source that comes with them (one source token of weight 0 by default)."""
 
     def step(state: FakeState, tokens: torch.Tensor):
         prefix = torch.cat((state.prefix, tokens.unsqueeze(1)), dim=1)  # (R, t + 1)
         log_probs = torch.full((prefix.shape[0], vocab), -1e9)  # (R, V)
+        attention = []
         pairs = zip(state.sentence.tolist(), prefix.tolist(), strict=True)
         for row, (sentence, history) in enumerate(pairs):
             for token, log_prob in log_probs_of(sentence, tuple(history[1:])).items():
                 log_probs[row, token] = log_prob
-        return log_probs, FakeState(state.sentence, prefix), torch.zeros(prefix.shape[0], 1)
+            attention.append(attention_of(tuple(history[1:])))
+        return log_probs, FakeState(state.sentence, prefix), torch.tensor(attention)
 
     return step
 
@@ -63,3 +72,14 @@ def by_position(choices: list[list[int]], vocab: int = VOCAB) -> LogProbs:
         return {token: -0.1 if token == preferred else -5.0 for token in range(vocab)}
 
     return log_probs_of
+
+
+def bounds(
+    max_lengths: list[int], min_lengths: list[int] | int = 0, source_lengths: int = 1
+) -> Sentences:
+    """Sentences for the fake step: each output's longest (EOS included) and shortest length;
+    `source_lengths` source tokens each (the fake attends to one)."""
+    longest = torch.tensor(max_lengths)
+    shortest = torch.as_tensor(min_lengths).expand_as(longest)
+    sources = torch.full_like(longest, source_lengths)
+    return Sentences(sources, shortest, longest, torch.arange(len(longest)))

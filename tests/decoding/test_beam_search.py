@@ -5,9 +5,9 @@ import torch
 
 from seq2seq.decoding.beam_search import beam_search, beam_strategy, continuing, top_candidates
 from seq2seq.decoding.greedy import greedy_search, greedy_strategy
-from seq2seq.decoding.search import SearchOptions
-from seq2seq.decoding.step_api import length_penalty, max_output_lengths
-from tests.decoding.fakes import BOS, EOS, A, B, C, by_prefix, fake_step, start
+from seq2seq.decoding.search import SearchOptions, sentences_of
+from seq2seq.decoding.step_api import length_penalty
+from tests.decoding.fakes import BOS, EOS, A, B, C, bounds, by_prefix, fake_step, start
 from tests.models import source_batch, tiny_model
 
 # Greedy takes A (0.6) and ends with p = 0.6 * 0.4 = 0.24; the best sequence is B EOS (0.4 * 0.9).
@@ -26,7 +26,7 @@ def table_step(table: dict[tuple[int, ...], dict[int, float]]):
 
 
 def test_finds_the_best_sequence_greedy_misses() -> None:
-    limits = torch.tensor([5])
+    limits = bounds([5])
     greedy = greedy_search(table_step(TABLE), start(), limits, BOS, EOS)
     assert greedy.tokens == [[A]]
     best = beam_search(table_step(TABLE), start(), limits, BOS, EOS, beam_size=2, penalty="none")
@@ -38,7 +38,7 @@ def test_nbest_is_exact_and_sorted() -> None:
     hypotheses = beam_search(
         table_step(TABLE),
         start(),
-        torch.tensor([5]),
+        bounds([5]),
         BOS,
         EOS,
         beam_size=4,
@@ -63,27 +63,24 @@ def test_nbest_is_exact_and_sorted() -> None:
 
 def test_length_normalization_prefers_longer_when_asked() -> None:
     table = {(): {A: 0.5, EOS: 0.5}, (A,): {EOS: 0.9, A: 0.1}}
-    short = beam_search(table_step(table), start(), torch.tensor([5]), BOS, EOS, 2, penalty="none")
-    long = beam_search(
-        table_step(table), start(), torch.tensor([5]), BOS, EOS, 2, penalty="average"
-    )
+    short = beam_search(table_step(table), start(), bounds([5]), BOS, EOS, 2, penalty="none")
+    long = beam_search(table_step(table), start(), bounds([5]), BOS, EOS, 2, penalty="average")
     assert short[0][0].tokens == []  # log 0.5 beats log 0.45
     assert long[0][0].tokens == [A]  # log(0.45) / 2 beats log(0.5) / 1
 
 
 def test_maximum_and_minimum_length() -> None:
     table = {(): {A: 0.9, EOS: 0.1}, (A,): {A: 0.9, EOS: 0.1}, (A, A): {A: 0.9, EOS: 0.1}}
-    capped = beam_search(table_step(table), start(), torch.tensor([2]), BOS, EOS, 2, penalty="none")
+    capped = beam_search(table_step(table), start(), bounds([2]), BOS, EOS, 2, penalty="none")
     assert all(len(h.tokens) <= 1 for h in capped[0])  # EOS counts towards the maximum
     at_least = beam_search(
         table_step({(): {EOS: 0.9, A: 0.1}}),
         start(),
-        torch.tensor([4]),
+        bounds([4], min_lengths=1),
         BOS,
         EOS,
         2,
         penalty="none",
-        min_length=1,
     )
     assert at_least[0][0].tokens == [A]
 
@@ -128,7 +125,7 @@ def small_model():
 
 def encoded_batch(model):
     src, lengths = source_batch([7, 3, 5, 1, 6, 2], vocab=20, seed=4)
-    return src, lengths, max_output_lengths(lengths, 1.5, 3)
+    return src, lengths, sentences_of(src, lengths, SearchOptions(max_output_offset=3))
 
 
 @torch.no_grad()
@@ -163,7 +160,7 @@ def test_batched_equals_sentence_by_sentence() -> None:
         alone = beam_search(
             model.step,
             model.initial_state(model.encode(src[one, : lengths[row]], lengths[one])),
-            limits[one],
+            limits.select(torch.tensor([row])),
             BOS,
             EOS,
             beam_size=4,
@@ -196,7 +193,7 @@ def test_first_step_runs_once_per_sentence_and_done_sentences_leave() -> None:
 
 def test_nbest_larger_than_beam_is_refused() -> None:
     with pytest.raises(ValueError, match="nbest must be between 1 and the beam size 2"):
-        beam_search(table_step(TABLE), start(), torch.tensor([3]), BOS, EOS, beam_size=2, nbest=3)
+        beam_search(table_step(TABLE), start(), bounds([3]), BOS, EOS, beam_size=2, nbest=3)
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ import torch
 
 from seq2seq.decoding.search import STRATEGIES, SearchOptions
 from seq2seq.decoding.step_api import forbid_repeated_ngrams
-from tests.decoding.fakes import BOS, EOS, A, B, C, fake_step, start
+from tests.decoding.fakes import BOS, EOS, A, B, C, bounds, fake_step, start
 
 REPEATER = {A: -0.1, B: -1.0, C: -2.0, EOS: -6.0}  # A again and again, if allowed
 
@@ -34,7 +34,7 @@ def test_forbid_repeated_ngrams_bans_the_tokens_that_complete_a_seen_ngram() -> 
 def test_no_search_repeats_an_ngram(strategy: str, size: int) -> None:
     options = SearchOptions(strategy=strategy, beam_size=3, nbest=1, no_repeat_ngram=size)
     step = fake_step(lambda sentence, prefix: REPEATER)
-    found = STRATEGIES[strategy](step, start(2), torch.tensor([9, 9]), options, BOS, EOS)
+    found = STRATEGIES[strategy](step, start(2), bounds([9, 9]), options, BOS, EOS)
     for hypotheses in found:
         tokens = hypotheses[0].tokens
         assert len(tokens) >= size  # it still writes
@@ -44,5 +44,5 @@ def test_no_search_repeats_an_ngram(strategy: str, size: int) -> None:
 def test_without_the_option_the_repeats_stay() -> None:
     step = fake_step(lambda sentence, prefix: REPEATER)
     options = SearchOptions(strategy="greedy")
-    found = STRATEGIES["greedy"](step, start(1), torch.tensor([5]), options, BOS, EOS)
+    found = STRATEGIES["greedy"](step, start(1), bounds([5]), options, BOS, EOS)
     assert found[0][0].tokens == [A, A, A, A]

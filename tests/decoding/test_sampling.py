@@ -10,7 +10,7 @@ import torch
 from seq2seq.decoding.sampling import filtered, gumbel_noise, sample_strategy, source_keys
 from seq2seq.decoding.search import SearchOptions, search
 from seq2seq.errors import Seq2SeqError
-from tests.decoding.fakes import BOS, EOS, A, B, C, by_prefix, fake_step, start
+from tests.decoding.fakes import BOS, EOS, A, B, C, bounds, by_prefix, fake_step, start
 from tests.models import source_batch, tiny_model
 
 FIRST_TOKEN = {(): {A: 0.6, B: 0.3, C: 0.1}}  # then EOS
@@ -20,7 +20,7 @@ def first_tokens(samples: int, **options: object) -> Counter:
     """How often each first token is drawn among `samples` samples of one sentence."""
     options = SearchOptions(strategy="sample", nbest=samples, **options)
     step = fake_step(by_prefix(FIRST_TOKEN))
-    found = sample_strategy(step, start(), torch.tensor([3]), options, BOS, EOS)
+    found = sample_strategy(step, start(), bounds([3]), options, BOS, EOS)
     return Counter(h.tokens[0] for h in found[0])
 
 

@@ -33,12 +33,12 @@ def test_options_are_checked_when_made(options: dict, message: str) -> None:
 
 def test_a_registered_strategy_is_chosen_by_name(monkeypatch) -> None:
     """A new strategy is a function plus one registry entry; `search` dispatches to it with
-    the model's step, the initial state and each sentence's output limit."""
+    the model's step, the initial state and what it knows of each sentence."""
     seen = {}
 
-    def shortest(step, state, max_lengths, options, bos_id, eos_id, keep_attention, keys):
-        seen.update(limits=max_lengths.tolist(), step=step, keys=keys.shape)
-        return [[Hypothesis([], 0.0, 0.0)] for _ in max_lengths]
+    def shortest(step, state, sentences, options, bos_id, eos_id, keep_attention):
+        seen.update(limits=sentences.max_lengths.tolist(), step=step, keys=sentences.keys.shape)
+        return [[Hypothesis([], 0.0, 0.0)] for _ in sentences.max_lengths]
 
     monkeypatch.setitem(STRATEGIES, "shortest", shortest)
     model = tiny_model()
