@@ -2,20 +2,22 @@
 
     seq2seq train     fit|validate|test|predict [train.py's options]   train.py itself
     seq2seq prepare   [train.py's options]                  data statistics as JSON
-    seq2seq translate --checkpoint CKPT [--input PATH|-] [--output PATH|-] [search options]
-                      [--batch-tokens T] [--device cpu|cuda] [--precision auto|fp32|bf16]
-                      [--plot-attention DIR]
-    seq2seq evaluate  --checkpoint CKPT --input PATH --reference PATH [PATH ...]
-                      [--output PATH] [--tokenize TOK] [search options] [--json]
+    seq2seq translate --checkpoint CKPT [--checkpoint CKPT ...] [--input PATH|-]
+                      [--output PATH|-] [search options] [--batch-tokens T]
+                      [--device cpu|cuda] [--precision auto|fp32|bf16] [--plot-attention DIR]
+    seq2seq evaluate  --checkpoint CKPT [--checkpoint CKPT ...] --input PATH
+                      --reference PATH [PATH ...] [--output PATH] [--tokenize TOK]
+                      [search options] [--json]
     seq2seq score     --input PATH --reference PATH [PATH ...] [--tokenize TOK] [--json]
     seq2seq grad-flow [--config CFG | --checkpoint CKPT] [--length T] --output DIR
     seq2seq average   (--checkpoints CKPT ... | --run DIR --last K | --run DIR --best K)
                       --output CKPT
 
 The search options are SearchOptions' fields as flags (`--beam-size` for beam_size, ...); what
-is not given is the checkpoint's test setting. Every user error is one line on stderr and exit
-status 1; output files are written through `atomic_write`, so an interrupted run leaves no
-half-written file.
+is not given is the checkpoint's test setting (the first one's: several --checkpoint flags
+decode as an ensemble, with the mean of the models' probabilities). Every user error is one
+line on stderr and exit status 1; output files are written through `atomic_write`, so an
+interrupted run leaves no half-written file.
 """
 
 from __future__ import annotations
@@ -118,7 +120,12 @@ def _translation_arguments(parser: argparse.ArgumentParser) -> None:
     from seq2seq.translator import PRECISIONS
 
     parser.add_argument(
-        "--checkpoint", "--ckpt_path", required=True, help="a .ckpt written by train.py"
+        "--checkpoint",
+        "--ckpt_path",
+        required=True,
+        action="append",
+        help="a .ckpt written by train.py; given again, the checkpoints decode as an ensemble"
+        " (the mean of their probabilities, the first one's search settings)",
     )
     add_search_options(parser)
     parser.add_argument(
@@ -134,11 +141,11 @@ def _translation_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_translator(options: argparse.Namespace, **fixed: object) -> tuple:
-    """The translator of `--checkpoint` and the search options asked for (with `fixed` ones),
-    checked before any input is read."""
+    """The translator of `--checkpoint` (an ensemble when given more than once) and the search
+    options asked for (with `fixed` ones), checked before any input is read."""
     from seq2seq.translator import Translator
 
-    translator = Translator.from_checkpoint(options.checkpoint, options.device, options.precision)
+    translator = Translator.from_checkpoints(options.checkpoint, options.device, options.precision)
     search = dataclasses.replace(search_options(translator.options, options), **fixed)
     return translator, search
 
@@ -236,7 +243,11 @@ def evaluate(args: list[str]) -> None:
     hypotheses = [best[0].text for best in results]
     if options.output:
         write_output(options.output, hypotheses)
-    run = {"checkpoint": str(options.checkpoint), "search": dataclasses.asdict(search)}
+    checkpoints = [str(path) for path in options.checkpoint]
+    run = {
+        "checkpoint": checkpoints[0] if len(checkpoints) == 1 else checkpoints,
+        "search": dataclasses.asdict(search),
+    }
     _print_scores(hypotheses, references, options, run)
 
 

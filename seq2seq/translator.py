@@ -9,7 +9,7 @@ treat empty sources, over-long sources, precision and scores alike.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -25,6 +25,7 @@ from seq2seq.decoding.search import SearchOptions, search
 from seq2seq.decoding.step_api import Hypothesis
 from seq2seq.errors import Seq2SeqError
 from seq2seq.model.autocast import has_fast_bf16
+from seq2seq.model.ensemble import Ensemble
 from seq2seq.model.seq2seq import Seq2Seq
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -51,7 +52,7 @@ class Translator:
     current parameters: a model whose weights change afterwards needs a new Translator.
 
     Args:
-        model: the model, on the device to search on.
+        model: the model (or ensemble of models), on the device to search on.
         tokenizer: its tokenizer.
         precision: `auto`, `fp32` or `bf16`.
         search: the default search options (a checkpoint's test options).
@@ -59,7 +60,7 @@ class Translator:
 
     def __init__(
         self,
-        model: Seq2Seq,
+        model: Seq2Seq | Ensemble,
         tokenizer: Tokenizer,
         precision: Precision = "auto",
         search: SearchOptions = SearchOptions(),
@@ -82,8 +83,25 @@ class Translator:
         cls, path: str | Path, device: str = "cpu", precision: Precision = "auto"
     ) -> Translator:
         """The translator of a checkpoint written by train.py, on `device`."""
-        model, tokenizer, search = load_model(path, search_device(device))
-        return cls(model, tokenizer, precision, search)
+        return cls.from_checkpoints([path], device, precision)
+
+    @classmethod
+    def from_checkpoints(
+        cls, paths: Sequence[str | Path], device: str = "cpu", precision: Precision = "auto"
+    ) -> Translator:
+        """The translator of several checkpoints searched as one ensemble (model/ensemble.py),
+        on `device`; one checkpoint is that model alone. They must share the tokenizer; the
+        search options default to the first one's test settings."""
+        loaded = [load_model(path, search_device(device)) for path in paths]
+        first = loaded[0]
+        for path, other in zip(paths[1:], loaded[1:], strict=True):
+            if other.tokenizer.fingerprint != first.tokenizer.fingerprint:
+                raise Seq2SeqError(
+                    f"{path} has another tokenizer than {paths[0]}: an ensemble's models must"
+                    " share the tokenizer (train them on the same data settings)"
+                )
+        model = first.model if len(loaded) == 1 else Ensemble([one.model for one in loaded])
+        return cls(model, first.tokenizer, precision, first.search)
 
     def translate(
         self,
