@@ -1,0 +1,42 @@
+"""configs/ema.yaml: training keeps an exponential moving average of the weights, and what a run
+saves, validates and translates with is that average."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import load_model
+from seq2seq.lightning_cli import main as train
+from tests.training_helpers import reversal_corpus, tiny_run_args
+
+EMA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ema.yaml"
+
+
+def weights_after(corpus: Path, work: Path, updates: int, *extra: str) -> Path:
+    """Train `updates` updates (no validation); the last checkpoint."""
+    settings = {"trainer.max_steps": updates, "trainer.limit_val_batches": 0}
+    train(["fit", *tiny_run_args(corpus, work, **settings), *extra])
+    return work / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_the_checkpoint_holds_the_average(tmp_path) -> None:
+    """With decay 1 the average never leaves the first update's weights: the checkpoint of a
+    5-update EMA run loads as the checkpoint of a 1-update run."""
+    corpus = reversal_corpus(tmp_path / "corpus", train_pairs=300)
+    one = weights_after(corpus, tmp_path / "one", 1)
+    ema = ["--config", str(EMA_CONFIG), "--trainer.callbacks.decay", "1.0"]
+    five = weights_after(corpus, tmp_path / "five", 5, *ema)
+    first_update = load_model(one).model.state_dict()
+    averaged = load_model(five).model.state_dict()
+    assert all(torch.equal(averaged[name], first_update[name]) for name in first_update)
+    assert torch.load(five, weights_only=True)["averaging_state"]["n_averaged"].item() == 5
+
+
+def test_the_overlay_appends_the_callback_to_the_reference_config(capsys) -> None:
+    reference = Path(__file__).resolve().parents[1] / "configs" / "multi30k_de_en.yaml"
+    with pytest.raises(SystemExit):  # --print_config prints and exits
+        train(["fit", "--config", str(reference), "--config", str(EMA_CONFIG), "--print_config"])
+    printed = capsys.readouterr().out
+    assert "seq2seq.callbacks.BestCheckpoints" in printed  # kept, not replaced
+    assert "lightning.pytorch.callbacks.EMAWeightAveraging" in printed
