@@ -7,8 +7,8 @@ same weights, so the BLEU of the two is the cost of bf16 in search.
 the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/decode_speed.py \
-        --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--threads 2] [--precisions fp32] \
-        [--device cuda]
+        --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--checkpoint B.ckpt (ensemble)] \
+        [--threads 2] [--precisions fp32] [--device cuda]
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument(
+        "--checkpoint", required=True, action="append", help="given again: an ensemble of them"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--beams", default="1,5", help="comma-separated beam sizes")
     parser.add_argument("--batch-tokens", default="1000,2000,4000", help="comma-separated budgets")
@@ -76,7 +78,7 @@ def main() -> None:
     sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
     references = list(read_lines(directory / "test_2016_flickr.en.gz"))
     translators = [
-        Translator.from_checkpoint(args.checkpoint, args.device, precision)
+        Translator.from_checkpoints(args.checkpoint, args.device, precision)
         for precision in precisions.split(",")
     ]
     for translator in translators:  # warm-up: allocator, thread pools, projection table
