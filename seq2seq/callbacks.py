@@ -1,5 +1,6 @@
 """Lightning callbacks: throughput, non-finite updates, gradient health, checkpoints (the best
-under a fixed name, the last update, on Ctrl-C), the prediction writer."""
+under a fixed name, the last update, on Ctrl-C), a moving average of the weights, the
+prediction writer."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 
 from seq2seq.data.batch import Batch
@@ -285,6 +287,26 @@ class BestCheckpoints(ModelCheckpoint):
         temporary.unlink(missing_ok=True)
         temporary.symlink_to(best.name)
         os.replace(temporary, link)  # atomic: best.ckpt is never missing once it exists
+
+
+class ExponentialMovingAverage(EMAWeightAveraging):
+    """Lightning's EMAWeightAveraging (validation and saved checkpoints use the average of the
+    weights; checkpoints also carry the raw weights, to resume), whose test after fit tests the
+    average too.
+
+    Lightning's callback puts a checkpoint's raw weights back into the model whenever it loads
+    one, which resuming needs; but then `trainer.test(ckpt_path="best")` after fit would test the
+    raw weights of the checkpoint chosen for its average's validation score. Outside fitting,
+    the checkpoint's `state_dict`, the average, stays loaded.
+    """
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Resuming a fit: the raw weights and the average, as Lightning restores them; else
+        nothing (the model holds the average)."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class SaveFinalUpdate(L.Callback):

@@ -3,10 +3,11 @@ saves, validates and translates with is that average."""
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
-from seq2seq.checkpoint import load_model
+from seq2seq.checkpoint import MODEL_PREFIX, load_model
 from seq2seq.lightning_cli import main as train
 from tests.training_helpers import reversal_corpus, tiny_run_args
 
@@ -33,10 +34,46 @@ def test_the_checkpoint_holds_the_average(tmp_path) -> None:
     assert torch.load(five, weights_only=True)["averaging_state"]["n_averaged"].item() == 5
 
 
+class SaveTestedWeights(L.Callback):
+    """Saves the model weights a test starts with to `path`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.save(pl_module.model.state_dict(), self.path)
+
+
+def test_the_test_after_fit_tests_the_average_of_the_best_checkpoint(tmp_path) -> None:
+    """The best checkpoint (by the average's validation BLEU) is tested with the average it
+    holds, not with the raw weights saved beside it for resuming."""
+    corpus = reversal_corpus(tmp_path / "corpus", train_pairs=300)
+    settings = {
+        "trainer.max_steps": 6,
+        "trainer.val_check_interval": 3,
+        "trainer.limit_val_batches": 1,
+        "trainer.callbacks.save_top_k": 1,
+        "trainer.callbacks.monitor": "val/bleu",
+        "trainer.callbacks.mode": "max",
+        "test_after_fit": "true",
+    }
+    tested = tmp_path / "tested.pt"
+    ema = ["--config", str(EMA_CONFIG), "--trainer.callbacks.decay", "1.0"]
+    capture = ["--trainer.callbacks+", f"{__name__}.SaveTestedWeights"]
+    capture += ["--trainer.callbacks.path", str(tested)]
+    train(["fit", *tiny_run_args(corpus, tmp_path, **settings), *ema, *capture])
+    best = sorted((tmp_path / "run" / "checkpoints").glob("epoch=*.ckpt"))[0]
+    raw = torch.load(best, weights_only=True)["current_model_state"]
+    weights = torch.load(tested, weights_only=True)
+    averaged = load_model(best).model.state_dict()
+    assert all(torch.equal(weights[name], averaged[name]) for name in averaged)
+    assert any(not torch.equal(weights[name], raw[MODEL_PREFIX + name]) for name in weights)
+
+
 def test_the_overlay_appends_the_callback_to_the_reference_config(capsys) -> None:
     reference = Path(__file__).resolve().parents[1] / "configs" / "multi30k_de_en.yaml"
     with pytest.raises(SystemExit):  # --print_config prints and exits
         train(["fit", "--config", str(reference), "--config", str(EMA_CONFIG), "--print_config"])
     printed = capsys.readouterr().out
     assert "seq2seq.callbacks.BestCheckpoints" in printed  # kept, not replaced
-    assert "lightning.pytorch.callbacks.EMAWeightAveraging" in printed
+    assert "seq2seq.callbacks.ExponentialMovingAverage" in printed
