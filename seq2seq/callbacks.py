@@ -328,6 +328,24 @@ class SaveFinalUpdate(L.Callback):
             trainer.save_checkpoint(_last_checkpoint_path(trainer), weights_only=False)
 
 
+class ValidateFinalUpdate(L.Callback):
+    """A run that reaches `max_steps` between two validations validates its last update, as
+    Lightning does when a run stops for another reason (max_time, early stopping): without it
+    the updates since the last validation never reach best.ckpt or the test after fit."""
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """At the last update, ask the loop to stop: a stopping loop validates first."""
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 

@@ -50,6 +50,7 @@ from seq2seq.callbacks import (
     SaveFinalUpdate,
     SkipNonFiniteUpdates,
     TargetTokenThroughput,
+    ValidateFinalUpdate,
 )
 from seq2seq.checkpoint import current_hyperparameters, load_checkpoint, save_checkpoint
 from seq2seq.datamodule import TranslationDataModule
@@ -151,6 +152,7 @@ class TranslationCLI(LightningCLI):
             TargetTokenThroughput(),
             CheckpointOnInterrupt(),
             SaveFinalUpdate(),
+            ValidateFinalUpdate(),
             EvaluationReport(),
             LearningCurves(),
         ]

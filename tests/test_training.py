@@ -359,8 +359,8 @@ def test_every_run_saves_its_last_update(
     steps: int, validate_every: int | None, corpus: Path, tmp_path: Path
 ) -> None:
     """With the reference config's callbacks (best and last by validation BLEU, early stopping
-    on it): a run that ends before its first validation, or between two, leaves last.ckpt at
-    its final update."""
+    on it): a run that ends before its first validation, or between two, validates its final
+    update (so best.ckpt may be it) and leaves last.ckpt at it."""
     options = {"trainer.max_steps": steps, "test_after_fit": "false", "trainer.logger": "null"}
     if validate_every:
         options |= {"trainer.val_check_interval": validate_every, "trainer.limit_val_batches": 1}
@@ -370,6 +370,7 @@ def test_every_run_saves_its_last_update(
     assert last["global_step"] == steps
     log = (tmp_path / "run/train.log").read_text()
     assert f"training ended after {steps} updates: trainer.max_steps {steps} was reached" in log
+    assert (tmp_path / f"run/validation/step-{steps:06d}.txt").is_file()
 
 
 def test_early_stopping_says_when_and_why(corpus: Path, tmp_path: Path) -> None:
