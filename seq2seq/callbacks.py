@@ -292,13 +292,39 @@ class BestCheckpoints(ModelCheckpoint):
 class ExponentialMovingAverage(EMAWeightAveraging):
     """Lightning's EMAWeightAveraging (validation and saved checkpoints use the average of the
     weights; checkpoints also carry the raw weights, to resume), whose test after fit tests the
-    average too.
+    average, and whose saves after training keep the raw weights.
 
     Lightning's callback puts a checkpoint's raw weights back into the model whenever it loads
     one, which resuming needs; but then `trainer.test(ckpt_path="best")` after fit would test the
     raw weights of the checkpoint chosen for its average's validation score. Outside fitting,
-    the checkpoint's `state_dict`, the average, stays loaded.
+    the checkpoint's `state_dict`, the average, stays loaded. And when training ends it copies
+    the average into the model, so a checkpoint saved after that (the final update's
+    `last.ckpt`) would carry the average as raw weights: the raw weights of the last update are
+    kept for it (`final_weights`).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.final_weights: dict[str, torch.Tensor] | None = None  # raw, once training ended
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """A fit starts: the average model is made (Lightning), no final weights yet."""
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            self.final_weights = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Keep the raw weights, then put the average into the model."""
+        self.final_weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """The average as the checkpoint's weights, the raw weights beside them."""
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self.final_weights is not None and "current_model_state" in checkpoint:
+            checkpoint["current_model_state"] = self.final_weights
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

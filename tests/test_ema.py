@@ -21,9 +21,10 @@ def weights_after(corpus: Path, work: Path, updates: int, *extra: str) -> Path:
     return work / "run" / "checkpoints" / "last.ckpt"
 
 
-def test_the_checkpoint_holds_the_average(tmp_path) -> None:
+def test_the_checkpoint_holds_the_average_and_the_raw_weights_beside_it(tmp_path) -> None:
     """With decay 1 the average never leaves the first update's weights: the checkpoint of a
-    5-update EMA run loads as the checkpoint of a 1-update run."""
+    5-update EMA run loads as the checkpoint of a 1-update run, and keeps the raw weights of
+    update 5 for resuming (also when its last save comes after training ended)."""
     corpus = reversal_corpus(tmp_path / "corpus", train_pairs=300)
     one = weights_after(corpus, tmp_path / "one", 1)
     ema = ["--config", str(EMA_CONFIG), "--trainer.callbacks.decay", "1.0"]
@@ -31,7 +32,25 @@ def test_the_checkpoint_holds_the_average(tmp_path) -> None:
     first_update = load_model(one).model.state_dict()
     averaged = load_model(five).model.state_dict()
     assert all(torch.equal(averaged[name], first_update[name]) for name in first_update)
-    assert torch.load(five, weights_only=True)["averaging_state"]["n_averaged"].item() == 5
+    saved = torch.load(five, weights_only=True)
+    assert saved["averaging_state"]["n_averaged"].item() == 5
+    raw = saved["current_model_state"]
+    assert any(not torch.equal(raw[MODEL_PREFIX + name], averaged[name]) for name in averaged)
+
+
+def test_a_run_extended_from_its_last_checkpoint_continues_raw_weights_and_average(
+    tmp_path,
+) -> None:
+    """3 updates, then `--ckpt_path last` to 6: the same average and raw weights as 6 at once."""
+    corpus = reversal_corpus(tmp_path / "corpus", train_pairs=300)
+    ema = ["--config", str(EMA_CONFIG), "--trainer.callbacks.decay", "0.5"]
+    straight = torch.load(weights_after(corpus, tmp_path / "straight", 6, *ema), weights_only=True)
+    weights_after(corpus, tmp_path / "resumed", 3, *ema)
+    last = weights_after(corpus, tmp_path / "resumed", 6, *ema, "--ckpt_path", "last")
+    resumed = torch.load(last, weights_only=True)
+    for key in ("state_dict", "current_model_state"):
+        for name, tensor in straight[key].items():
+            torch.testing.assert_close(resumed[key][name], tensor, rtol=1e-5, atol=1e-6)
 
 
 class SaveTestedWeights(L.Callback):
