@@ -13,8 +13,8 @@ from tests.training_helpers import reversal_corpus, tiny_run_args
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    """9 updates on word reversal (about 10 batches an epoch), validating after 4 and 8,
-    logging every 3."""
+    """9 updates on word reversal (about 10 batches an epoch), validating after 4 and 8 and at
+    the last update, logging every 3."""
     root = tmp_path_factory.mktemp("reports")
     corpus = reversal_corpus(root / "corpus", train_pairs=600)
     options = {
@@ -40,14 +40,14 @@ def test_metrics_csv_has_one_row_per_logged_update(run: Path) -> None:
     logged = [row for row in metrics if row.get("train/loss")]
     assert len(logged) >= 3
     validated = [int(row["step"]) for row in metrics if row.get("val/bleu")]
-    assert len(validated) == 2
+    assert validated == [3, 7, 8]  # the CSV logger counts steps from 0: updates 4, 8 and 9
     assert not any(key.startswith("grad_flow/") for key in metrics[0])
     assert rows(run / "grad_flow.csv")[0].keys() == {"step", "direction", "position", "norm"}
 
 
 def test_validation_hypotheses_are_saved_in_corpus_order(run: Path) -> None:
     files = sorted((run / "validation").iterdir())
-    assert [f.name for f in files] == ["step-000004.txt", "step-000008.txt"]
+    assert [f.name for f in files] == ["step-000004.txt", "step-000008.txt", "step-000009.txt"]
     corpus = run.parent / "corpus"
     sources = (corpus / "val.de").read_text().splitlines()
     assert len(files[-1].read_text().splitlines()) == len(sources)
@@ -56,7 +56,7 @@ def test_validation_hypotheses_are_saved_in_corpus_order(run: Path) -> None:
 def test_train_log_holds_the_console_without_progress_bars(run: Path) -> None:
     log = (run / "train.log").read_text()
     assert "fit in " in log and "train corpus: kept" in log and "model: " in log
-    assert log.count("example 1: source: ") == 2  # at each validation
+    assert log.count("example 1: source: ") == 3  # at each validation
     assert "test: bleu " in log and "chrf " in log
     assert "\r" not in log and "it/s" not in log
 
@@ -67,6 +67,6 @@ def test_learning_curves_are_drawn(run: Path) -> None:
     saved = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["callbacks"]
     curves = saved["LearningCurves"]
     assert sorted(curves["train/loss"]) == [3, 4, 6, 8, 9]
-    assert sorted(curves["val/bleu"]) == sorted(curves["val/loss"]) == [4, 8]
+    assert sorted(curves["val/bleu"]) == sorted(curves["val/loss"]) == [4, 8, 9]
     assert all(0 < loss < 10 for loss in curves["train/loss"].values())
     assert sorted(curves["learning rate"]) == [3, 4, 6, 8, 9]
