@@ -92,7 +92,8 @@ class Translator:
         """The translator of several checkpoints searched as one ensemble (model/ensemble.py),
         on `device`; one checkpoint is that model alone. They must share the tokenizer; the
         search options default to the first one's test settings."""
-        loaded = [load_model(path, search_device(device)) for path in paths]
+        on = search_device(device)
+        loaded = [load_model(path, on) for path in paths]
         first = loaded[0]
         for path, other in zip(paths[1:], loaded[1:], strict=True):
             if other.tokenizer.fingerprint != first.tokenizer.fingerprint:

@@ -101,6 +101,7 @@ class _Search:
     scores: torch.Tensor  # (B', K) running log-probabilities
     history: torch.Tensor  # (B', K, t) tokens so far
     kept: torch.Tensor  # (B', K) best K finished normalized scores, -inf while fewer
+    shortest: int  # the longest minimum output length: EOS is free from there on
     keep_attention: bool
     coverage_beta: float
     attention: torch.Tensor | None = None  # (B', K, t, S) attention so far, when kept
@@ -120,35 +121,46 @@ class _Search:
             scores,
             torch.empty(batch, beam_size, 0, dtype=torch.long, device=device),
             torch.full((batch, beam_size), float("-inf"), device=device),
+            int(sentences.min_lengths.max()),
             keep_attention,
             coverage_beta,
         )
 
-    def forbid(
-        self, log_probs: torch.Tensor, beams: int, position: int, eos_id: int, size: int
+    def forbid_early_eos(
+        self, log_probs: torch.Tensor, beams: int, position: int, eos_id: int
     ) -> None:
-        """In place, on log_probs (B'*K', V): -inf for EOS in sentences short of their minimum
-        length, and for tokens that would repeat an n-gram of `size` tokens of their beam's
-        history (0: none)."""
+        """In place: -inf for EOS (log_probs (B'*K', V)) in sentences short of their minimum."""
+        if position >= self.shortest:
+            return
         early = position < self.bounds.min_lengths  # (B',)
         log_probs.view(early.shape[0], beams, -1)[..., eos_id].masked_fill_(
             early.unsqueeze(1), float("-inf")
         )
+
+    def forbid_repeats(self, log_probs: torch.Tensor, beams: int, size: int) -> None:
+        """In place: -inf for tokens (log_probs (B'*K', V)) that would repeat an n-gram of
+        `size` tokens of their beam's history (0: none)."""
         if size:
             forbid_repeated_ngrams(log_probs, self.history[:, :beams].flatten(0, 1), size)
 
     def coverage_bonus(
-        self, step_weights: torch.Tensor | None, origin: torch.Tensor
+        self, step_weights: torch.Tensor, origin: torch.Tensor
     ) -> torch.Tensor | None:
-        """(B', K) the coverage penalty of the K best candidates (beams `origin` (B', K) of
-        this step's attention (B', K', S)); None without a coverage penalty."""
+        """(B', K) the coverage penalty of the K best candidates (origin beams (B', 2K) of this
+        step's attention (B', K', S)); None without a coverage penalty."""
         if not self.coverage_beta:
             return None
-        coverage = _from_beams(step_weights, origin)  # (B', K, S)
-        if self.coverage is not None:
-            coverage = coverage + _from_beams(self.coverage, origin)
+        coverage = self._covered(step_weights, origin[:, : self.scores.shape[1]])  # (B', K, S)
         lengths = self.bounds.source_lengths.unsqueeze(1)  # (B', 1)
         return coverage_penalty(coverage, lengths, self.coverage_beta)
+
+    def _covered(self, step_weights: torch.Tensor, beam_rows: torch.Tensor) -> torch.Tensor:
+        """(B', K, S) the attention beams `beam_rows` (B', K) have received, this step's
+        (B', K', S) included."""
+        coverage = _from_beams(step_weights, beam_rows)
+        if self.coverage is not None:
+            coverage = coverage + _from_beams(self.coverage, beam_rows)
+        return coverage
 
     def keep_ended(
         self, values: torch.Tensor, is_eos: torch.Tensor, divisor: float, bonus: torch.Tensor | None
@@ -169,7 +181,7 @@ class _Search:
         scores: torch.Tensor,
         beam_rows: torch.Tensor,
         tokens: torch.Tensor,
-        step_weights: torch.Tensor | None,
+        step_weights: torch.Tensor,
     ) -> None:
         """The open beams continue: from beams `beam_rows` (B', K) with `tokens` (B', K),
         scoring `scores` (B', K); `step_weights` (B', K', S) this step's attention, when kept
@@ -180,10 +192,7 @@ class _Search:
         if self.keep_attention:
             self.attention = _extend_attention(self.attention, step_weights, beam_rows)
         if self.coverage_beta:
-            coverage = _from_beams(step_weights, beam_rows)
-            if self.coverage is not None:
-                coverage = coverage + _from_beams(self.coverage, beam_rows)
-            self.coverage = coverage
+            self.coverage = self._covered(step_weights, beam_rows)
 
     def select(self, rows: torch.Tensor) -> _Search:
         """The remaining sentences `rows` (B'',); done ones leave."""
@@ -193,6 +202,7 @@ class _Search:
             self.scores[rows],
             self.history[rows],
             self.kept[rows],
+            self.shortest,
             self.keep_attention,
             self.coverage_beta,
             None if self.attention is None else self.attention[rows],
@@ -222,17 +232,16 @@ def beam_search(
         raise ValueError(f"nbest must be between 1 and the beam size {beam_size}, not {nbest}")
     search = _Search.start(sentences, beam_size, keep_attention, coverage_beta)
     finished: list[list[Hypothesis]] = [[] for _ in range(sentences.max_lengths.shape[0])]
-    shortest, position = int(sentences.min_lengths.max()), 0
-    tokens = torch.full_like(search.sentence, bos_id)  # (B,)
+    tokens, position = torch.full_like(search.sentence, bos_id), 0  # (B,)
     while search.sentence.numel() > 0:
         log_probs, state, weights = step(state, tokens)  # (B'*K', V), _, (B'*K', S)
         beams = 1 if position == 0 else beam_size  # K': the K beams start identical
-        if position < shortest or no_repeat_ngram:
-            search.forbid(log_probs, beams, position, eos_id, no_repeat_ngram)
+        search.forbid_early_eos(log_probs, beams, position, eos_id)
+        search.forbid_repeats(log_probs, beams, no_repeat_ngram)
         values, origin, token = _candidates(search, log_probs, beams, position, eos_id)
         divisor = float(length_penalty(torch.tensor(position + 1), penalty, alpha))
         step_weights = weights.view(-1, beams, weights.shape[-1])  # (B', K', S)
-        bonus = search.coverage_bonus(step_weights, origin[:, :beam_size])  # (B', K) or None
+        bonus = search.coverage_bonus(step_weights, origin)  # (B', K) or None
         ended = search.keep_ended(values, token == eos_id, divisor, bonus)  # (B', K)
         keep = continuing(token == eos_id, beam_size)  # (B', K)
         position += 1
