@@ -1,4 +1,4 @@
-"""The `seq2seq` command: train, prepare, translate, evaluate, score, grad-flow, average.
+"""The `seq2seq` command: train, prepare, translate, evaluate, score, grad-flow, average, serve.
 
     seq2seq train     fit|validate|test|predict [train.py's options]   train.py itself
     seq2seq prepare   [train.py's options]                  data statistics as JSON
@@ -12,6 +12,9 @@
     seq2seq grad-flow [--config CFG | --checkpoint CKPT] [--length T] --output DIR
     seq2seq average   (--checkpoints CKPT ... | --run DIR --last K | --run DIR --best K)
                       --output CKPT
+    seq2seq serve     --checkpoint CKPT [--checkpoint CKPT ...] [--host H] [--port P]
+                      [--device cpu|cuda] [--max-batch-size N] [--batch-timeout MS]
+                      [--workers N] [--api-key KEY] [--cors-origin URL] [search options]
 
 The search options are SearchOptions' fields as flags (`--beam-size` for beam_size, ...); what
 is not given is the checkpoint's test setting (the first one's: several --checkpoint flags
@@ -117,6 +120,15 @@ def _print_data_help() -> None:
 
 
 def _translation_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_arguments(parser)
+    add_search_options(parser)
+    parser.add_argument(
+        "--batch-tokens", type=positive_int, default=4000, help="source tokens per batch"
+    )
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint (repeatable: an ensemble), --device and --precision."""
     from seq2seq.translator import PRECISIONS
 
     parser.add_argument(
@@ -126,10 +138,6 @@ def _translation_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="a .ckpt written by train.py; given again, the checkpoints decode as an ensemble"
         " (the mean of their probabilities, the first one's search settings)",
-    )
-    add_search_options(parser)
-    parser.add_argument(
-        "--batch-tokens", type=positive_int, default=4000, help="source tokens per batch"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
@@ -456,6 +464,82 @@ def _checkpoints_to_average(options: argparse.Namespace) -> list[Path]:
     return [checkpoint.path for checkpoint in chosen]
 
 
+def serve(args: list[str]) -> None:
+    """`seq2seq serve`: a translation API that batches concurrent requests, and a web page."""
+    parser = Parser(
+        prog="seq2seq serve",
+        description="Serve translations over HTTP: POST /translate, GET /health, GET /info, the"
+        " page at /, the API's schema at /docs. Needs the serve extra (pip install"
+        " 'seq2seq[serve]'). SIGTERM answers the requests in flight, then exits 0.",
+    )
+    _model_arguments(parser)
+    add_search_options(parser)
+    _server_arguments(parser)
+    options = parser.parse_args(args)
+    try:
+        from seq2seq.serve import app, server
+    except ImportError as error:
+        raise Seq2SeqError(
+            f"seq2seq serve needs the serve extra ({error.name} is missing):"
+            " pip install 'seq2seq[serve]'"
+        ) from error
+    settings = app.ServerSettings(
+        max_batch_size=options.max_batch_size,
+        batch_timeout=options.batch_timeout / 1000,
+        workers=options.workers,
+        timeout=options.timeout,
+        max_chars=options.max_chars,
+        max_lines=options.max_lines,
+        max_beam=options.max_beam,
+        max_nbest=options.max_nbest,
+        api_key=options.api_key or os.environ.get("SEQ2SEQ_API_KEY") or None,
+        cors_origins=tuple(options.cors_origin or ()),
+    )
+    listener = server.listen(options.host, options.port)  # before the model: fails at once
+    translator, search = _load_translator(options)
+    if search.beam_size > settings.max_beam or search.nbest > settings.max_nbest:
+        raise Seq2SeqError("the default search asks for more than --max-beam or --max-nbest")
+    if not (settings.api_key or options.host in ("127.0.0.1", "localhost", "::1")):
+        print(f"warning: serving on {options.host} without --api-key", file=sys.stderr)
+    info = server.describe(options.checkpoint, translator)
+    server.run(app.create_app(translator, search, settings, info), listener)
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    group.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
+    group.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=32,
+        help="most sentences searched together, across requests (1: no batching)",
+    )
+    group.add_argument(
+        "--batch-timeout",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="milliseconds a batch waits for more requests after its first one",
+    )
+    group.add_argument("--workers", type=positive_int, default=1, help="batches searched at once")
+    group.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds a request may wait (then 503)"
+    )
+    group.add_argument("--max-chars", type=positive_int, default=1000, help="characters a line")
+    group.add_argument("--max-lines", type=positive_int, default=64, help="lines a request")
+    group.add_argument("--max-beam", type=positive_int, default=16, help="largest beam_size")
+    group.add_argument("--max-nbest", type=positive_int, default=16, help="largest nbest")
+    group.add_argument(
+        "--api-key",
+        help="require 'Authorization: Bearer KEY' (all but /health and the page); the"
+        " environment variable SEQ2SEQ_API_KEY does the same without showing the key in ps",
+    )
+    group.add_argument(
+        "--cors-origin", action="append", help="an origin whose pages may call the API"
+    )
+
+
 def train(args: list[str]) -> None:
     """`seq2seq train fit|validate|test|predict`: train.py itself (configs, --ckpt_path, ...)."""
     from seq2seq.lightning_cli import main as train_main  # Lightning: only when needed
@@ -471,6 +555,7 @@ COMMANDS = {
     "score": score,
     "grad-flow": grad_flow,
     "average": average,
+    "serve": serve,
 }
 
 
