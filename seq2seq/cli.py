@@ -498,7 +498,11 @@ def serve(args: list[str]) -> None:
     listener = server.listen(options.host, options.port)  # before the model: fails at once
     translator, search = _load_translator(options)
     if search.beam_size > settings.max_beam or search.nbest > settings.max_nbest:
-        raise Seq2SeqError("the default search asks for more than --max-beam or --max-nbest")
+        raise Seq2SeqError(
+            f"the default search (beam_size {search.beam_size}, nbest {search.nbest}) is past"
+            f" --max-beam {settings.max_beam} or --max-nbest {settings.max_nbest}: raise the"
+            " limit or give --beam-size"
+        )
     if not (settings.api_key or options.host in ("127.0.0.1", "localhost", "::1")):
         print(f"warning: serving on {options.host} without --api-key", file=sys.stderr)
     info = server.describe(options.checkpoint, translator)

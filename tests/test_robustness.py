@@ -57,7 +57,7 @@ class Outcome:
 
 
 T, TR, EV, SC = "train.py", "translate", "evaluate", "score"
-PR, GF, API = "prepare", "grad-flow", "Python API"
+PR, GF, SV, API = "prepare", "grad-flow", "serve", "Python API"
 TRAIN = ("--data.corpus.train=[{w}/good]",)
 CASES = [
     Case(T, "missing file", ("--data.corpus.train=[{w}/missing]",), expect="file not found"),
@@ -535,6 +535,20 @@ CASES = [
         "unwritable output directory",
         ("--length=3", "--output=/proc/none"),
         expect="cannot create /proc/none",
+    ),
+    Case(SV, "missing checkpoint", ("--checkpoint={w}/none.ckpt", "--port=0"), expect="not found"),
+    Case(
+        SV,
+        "checkpoint with a pickle payload",
+        ("--checkpoint={w}/evil.ckpt", "--port=0"),
+        expect="refusing to load",
+    ),
+    Case(SV, "a port past 65535", ("--checkpoint={ckpt}", "--port=70000"), expect="cannot listen"),
+    Case(
+        SV,
+        "a beam limit below the checkpoint's own beam",
+        ("--checkpoint={ckpt}", "--port=0", "--max-beam=2"),
+        expect="is past --max-beam 2 or --max-nbest 16",
     ),
 ]
 

@@ -101,7 +101,7 @@ def test_without_the_serve_extra_the_command_says_how_to_install_it(monkeypatch,
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        (["--max-beam", "4"], "the default search asks for more than --max-beam or --max-nbest"),
+        (["--max-beam", "4"], "(beam_size 5, nbest 1) is past --max-beam 4 or --max-nbest 16"),
         (["--port", "70000"], "cannot listen on 127.0.0.1:70000"),
         (["--max-batch-size", "0"], "must be a whole number of at least 1"),
     ],
