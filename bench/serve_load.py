@@ -67,6 +67,13 @@ def client(port: int, sentences, beam: int | None, deadline: float, record: list
     connection.close()
 
 
+def health(port: int) -> dict:
+    """The server's GET /health: batches and sentences searched so far."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/health")
+    return json.loads(connection.getresponse().read())
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The value below which `fraction` of the sorted values lie (nearest rank)."""
     ordered = sorted(values)
@@ -81,6 +88,7 @@ def load(args: argparse.Namespace, sources: list[str], max_batch_size: int) -> d
     try:
         sentences = itertools.cycle(sources)  # next() under the GIL: each sentence once a turn
         client(port, sentences, args.beam_size, time.monotonic() + 2, [])  # warm-up
+        before = health(port)
         records: list = []
         deadline = time.monotonic() + args.duration
         threads = [
@@ -95,9 +103,7 @@ def load(args: argparse.Namespace, sources: list[str], max_batch_size: int) -> d
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
-        health = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        health.request("GET", "/health")
-        mean_batch = json.loads(health.getresponse().read())["mean_batch_size"]
+        after = health(port)
     finally:
         server.send_signal(signal.SIGTERM)
         exit_status = server.wait(60)
@@ -112,7 +118,11 @@ def load(args: argparse.Namespace, sources: list[str], max_batch_size: int) -> d
             name: round(percentile(latencies, fraction), 1)
             for name, fraction in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
         },
-        "mean_batch_size": mean_batch,
+        "mean_batch_size": round(
+            (after["sentences"] - before["sentences"])
+            / max(after["batches"] - before["batches"], 1),
+            2,
+        ),
         "server_exit_status": exit_status,
     }
 

@@ -118,10 +118,13 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Whether the server answers, and its batching figures."""
-        sizes = batcher.batch_sizes
-        mean = sum(sizes) / len(sizes) if sizes else 0.0
-        return {"status": "ok", "queued": batcher.queued, "mean_batch_size": round(mean, 2)}
+        """Whether the server answers; requests queued, batches and sentences searched."""
+        return {
+            "status": "ok",
+            "queued": batcher.queued,
+            "batches": batcher.batches,
+            "sentences": batcher.sentences,
+        }
 
     @app.get("/info")
     async def model_info() -> dict[str, Any]:

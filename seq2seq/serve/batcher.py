@@ -65,7 +65,8 @@ class Batcher:
         self._stopping = False
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="search")
         self._tasks: list[asyncio.Task] = []
-        self.batch_sizes: deque[int] = deque(maxlen=1000)  # sentences of the latest batches
+        self.batches = 0  # searched so far
+        self.sentences = 0  # in those batches
 
     @property
     def queued(self) -> int:
@@ -88,6 +89,8 @@ class Batcher:
     ) -> list[list[Translation]]:
         """The translations of `sources`, searched with other requests' sources when they
         arrive together; TimeoutError after `timeout` seconds (the job is then dropped)."""
+        if not sources:
+            return []
         job = Job(sources, options, keep_attention, asyncio.get_running_loop().time())
         self._pending.append(job)
         self._arrived.set()
@@ -108,7 +111,8 @@ class Batcher:
                 return
             sources = [ids for job in batch for ids in job.sources]
             first = batch[0]
-            self.batch_sizes.append(len(sources))
+            self.batches += 1
+            self.sentences += len(sources)
             try:
                 found = await loop.run_in_executor(
                     self._executor, self.translate_ids, sources, first.options, first.keep_attention
