@@ -129,3 +129,23 @@ def test_stopping_searches_what_is_queued() -> None:
         return await pending
 
     assert texts(asyncio.run(main())) == ["7"]
+
+
+def test_two_workers_search_two_batches_at_the_same_time() -> None:
+    both_searching = threading.Barrier(2, timeout=5)  # broken unless two searches overlap
+
+    def translate_ids(sources, options, keep_attention):
+        both_searching.wait()
+        return [[Translation(str(ids[0]), 0.0)] for ids in sources]
+
+    async def main():
+        batcher = Batcher(translate_ids, 32, 0.0, workers=2)
+        batcher.start()
+        answers = await asyncio.gather(
+            batcher.translate([[1]], BEAM, False, 10.0),
+            batcher.translate([[2]], GREEDY, False, 10.0),
+        )
+        await batcher.stop()
+        return answers
+
+    assert [texts(a) for a in asyncio.run(main())] == [["1"], ["2"]]
