@@ -88,6 +88,7 @@ class TranslationModule(L.LightningModule):
         self.model = Seq2Seq(architecture)
         self.scores = nn.ModuleDict({stage: TranslationScores() for stage in STAGES})
         self.tokenizer: Tokenizer | None = None
+        self.group_tokens = 0  # target tokens of the current accumulation group (_group_loss)
         self.translator: Translator | None = None  # built when an evaluation or prediction starts
 
     def setup(self, stage: str) -> None:
@@ -125,11 +126,40 @@ class TranslationModule(L.LightningModule):
         return label_smoothed_loss(logits, target, self.hparams.label_smoothing)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        """The loss to minimize; loss and perplexity logged."""
-        loss, nll, _ = self.loss(batch)
+        """The loss to minimize; loss and perplexity per token logged.
+
+        An update's gradient is that of the mean loss over every target token it learns from:
+        with gradient accumulation or several ranks too, where the batches' token counts differ
+        (see `_group_loss`)."""
+        loss, nll, tokens = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/ppl", nll.clamp(max=50.0).exp(), batch_size=len(batch))  # no host sync
-        return loss
+        if self.trainer.accumulate_grad_batches == 1 and self.trainer.world_size == 1:
+            return loss  # the batch is the whole update
+        return self._group_loss(loss * tokens, tokens, batch_idx)
+
+    def _group_loss(self, summed: torch.Tensor, tokens: int, batch_idx: int) -> torch.Tensor:
+        """What to backpropagate for a batch's summed token losses so that the update's gradient
+        is the sum over its accumulation group and all ranks divided by their tokens.
+
+        Lightning divides each batch's loss by accumulate_grad_batches (A) and DDP averages the
+        ranks' gradients. So: until the group's last batch, gradients gather the plain sums (loss
+        x A); at the last batch, the group's tokens are summed over ranks (N), the gathered
+        gradients are scaled by ranks / N, and the last loss by A x ranks / N."""
+        trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches
+        if batch_idx % accumulate == 0:
+            self.group_tokens = 0  # tokens of this rank's accumulation group so far
+        self.group_tokens += tokens
+        last = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 >= trainer.num_training_batches
+        if not last:
+            return summed * accumulate
+        count = torch.tensor(float(self.group_tokens), device=summed.device)
+        scale = trainer.world_size / trainer.strategy.reduce(count, reduce_op="sum")
+        for parameter in self.parameters():
+            if parameter.grad is not None:
+                parameter.grad.mul_(scale)
+        return summed * accumulate * scale
 
     def on_validation_epoch_start(self) -> None:
         """A translator over the weights of now, in the trainer's precision."""
