@@ -1,8 +1,13 @@
-"""Gradient accumulation is exact: an update from two accumulated batches is the update from the
-one batch that holds them both (the loss is a mean over the target tokens of the whole group,
-not a mean of the batches' means)."""
+"""Gradient accumulation and DDP are exact: an update from accumulated batches, or from two ranks'
+batches, is the update from the one batch that holds them all (the loss is a mean over the
+target tokens of the whole group, not a mean of the batches' means)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -24,6 +29,11 @@ ARCHITECTURE = Seq2SeqConfig(
     embedding_dropout=0.0,
     **TINY_SIZES,
 )
+
+
+# batches of very different token counts: a mean of their means would weigh them alike
+SHAPES = [[(3, 2), (4, 3), (2, 2)], [(9, 14), (12, 11)], [(5, 6)]]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class KeepGradients(L.Callback):
@@ -63,10 +73,28 @@ def first_update_gradients(batches: list, accumulate: int) -> dict[str, torch.Te
 
 @pytest.mark.parametrize("accumulate", [2, 3])
 def test_accumulated_batches_give_the_update_of_their_union(accumulate: int) -> None:
-    # batches of very different token counts: a mean of their means would weigh them alike
-    shapes = [[(3, 2), (4, 3), (2, 2)], [(9, 14), (12, 11)], [(5, 6)]][:accumulate]
-    groups = [pairs(lengths, seed) for seed, lengths in enumerate(shapes)]
+    groups = [pairs(lengths, seed) for seed, lengths in enumerate(SHAPES[:accumulate])]
     micro = first_update_gradients([collate(items) for items in groups], accumulate)
-    whole = first_update_gradients([collate([item for items in groups for item in items])], 1)
-    for name, gradient in whole.items():
-        torch.testing.assert_close(micro[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+    assert_same(micro, union_gradients(groups))
+
+
+def union_gradients(groups: list[list[tuple]]) -> dict[str, torch.Tensor]:
+    """The first update's gradients from one batch holding every group's pairs."""
+    return first_update_gradients([collate([item for items in groups for item in items])], 1)
+
+
+def assert_same(gradients: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert gradients.keys() == expected.keys()
+    for name, gradient in expected.items():
+        torch.testing.assert_close(gradients[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_two_ranks_give_the_update_of_their_union(tmp_path: Path) -> None:
+    output = tmp_path / "gradients.pt"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "tests.ddp_gradients", str(output)]
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    groups = [pairs(lengths, seed) for seed, lengths in enumerate(SHAPES[:2])]
+    assert_same(torch.load(output), union_gradients(groups))
