@@ -68,11 +68,13 @@ def test_bf16_on_a_cpu_without_fast_bf16_is_warned_about(
     assert len(warned) == (0 if fast_bf16 else 1)
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
 def test_budget_schedule_anneals_to_the_floor_at_the_last_update(
-    corpus: Path, tmp_path: Path
+    corpus: Path, tmp_path: Path, accumulate: int
 ) -> None:
     rates = tmp_path / "rates.json"
     settings = {
+        "trainer.accumulate_grad_batches": accumulate,
         "trainer.max_steps": 20,
         "trainer.limit_val_batches": 0,
         "model.learning_rate": 0.005,
@@ -96,9 +98,11 @@ def test_budget_schedule_anneals_to_the_floor_at_the_last_update(
     assert used == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("scheduler", ["InverseSqrt", "Budget"])
+@pytest.mark.parametrize(
+    ("scheduler", "accumulate"), [("InverseSqrt", 1), ("Budget", 1), ("Budget", 2)]
+)
 def test_resumed_run_matches_an_uninterrupted_one_step_for_step(
-    corpus: Path, tmp_path: Path, scheduler: str
+    corpus: Path, tmp_path: Path, scheduler: str, accumulate: int
 ) -> None:
     record = "tests.training_helpers.RecordLosses"
 
@@ -108,6 +112,7 @@ def test_resumed_run_matches_an_uninterrupted_one_step_for_step(
             work,
             **{
                 "trainer.max_steps": 12,
+                "trainer.accumulate_grad_batches": accumulate,
                 "trainer.limit_val_batches": 0,
                 "model.architecture.dropout": 0.3,
                 "model.architecture.recurrent_dropout": 0.2,

@@ -98,14 +98,16 @@ class StopAt(L.Callback):
 
 
 class RecordLosses(L.Callback):
-    """Writes every training step's loss to `path` as JSON {global_step: loss}."""
+    """Writes every update's loss to `path` as JSON {global_step: loss} (with accumulation: the
+    loss of the update's last batch)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self.losses: dict[int, float] = {}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.losses[trainer.global_step] = float(outputs["loss"])
+        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+            self.losses[trainer.global_step] = float(outputs["loss"])
 
     def on_train_end(self, trainer, module) -> None:
         if trainer.is_global_zero:
