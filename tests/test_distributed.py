@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,60 @@ def test_predict_on_two_ranks_merges_in_input_order(tmp_path: Path) -> None:
         ) == sorted(f"predictions-{name}.en" for name in outputs)  # the ranks' shares are gone
     assert len(outputs["two"]) == 100
     assert outputs["two"] == outputs["one"]
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_train_like_one_node_of_two(tmp_path: Path) -> None:
+    """Lightning's environment variables (MASTER_ADDR, MASTER_PORT, NODE_RANK), as a cluster
+    sets them, with two launches of train.py on this machine: the same global batches as one
+    node with two processes, so the same parameters."""
+    corpus = reversal_corpus(tmp_path / "corpus")
+    shared = {
+        "trainer.strategy": "ddp",
+        "trainer.max_steps": 6,
+        "trainer.limit_val_batches": 0,
+        "data.data_dir": str(tmp_path / "data"),  # prepared by the first run
+    }
+
+    def saving(directory: str) -> tuple[str, str]:
+        return (
+            "--trainer.callbacks+=tests.training_helpers.SaveRankParameters",
+            f"--trainer.callbacks.directory={tmp_path / directory}",
+        )
+
+    train_py(
+        "fit",
+        *tiny_run_args(corpus, tmp_path / "one", **shared, **{"trainer.devices": 2}),
+        *saving("one_node"),
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = tiny_run_args(
+        corpus, tmp_path / "two", **shared, **{"trainer.devices": 1, "trainer.num_nodes": 2}
+    )
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), "fit", *options, *saving("two_nodes")],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "NODE_RANK": str(node),
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    for node in nodes:
+        _, errors = node.communicate(timeout=600)
+        assert node.returncode == 0, errors[-3000:]
+    for rank in (0, 1):
+        one = torch.load(tmp_path / f"one_node/rank{rank}.pt")
+        two = torch.load(tmp_path / f"two_nodes/rank{rank}.pt")
+        for name, parameter in one.items():
+            torch.testing.assert_close(two[name], parameter, rtol=1e-6, atol=1e-7, msg=name)
