@@ -1,4 +1,5 @@
-"""Data preparation throughput and peak memory: Multi30k, and Multi30k repeated to 3M pairs.
+"""Data preparation throughput, peak memory and cache size: Multi30k, and 3M distinct pairs made
+from it by bench/make_corpus.py (2-4 training pairs joined, numbered).
 
 Each measurement runs in a fresh child process (so its peak RSS is its own) on a fresh working
 directory: tokenizer training plus encoding of every split, then a second, cached start.
@@ -10,7 +11,6 @@ Prints one JSON object. Usage:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from make_corpus import write_distinct  # bench/ is this script's directory, first on sys.path
 
 
 def peak_rss_mib() -> float:
@@ -33,7 +35,11 @@ def measure(corpus: str, pairs: int, workdir: Path) -> dict[str, object]:
     from seq2seq.data.multi30k import Multi30k
     from seq2seq.datamodule import TranslationDataModule
 
-    source = Multi30k() if corpus == "multi30k" else Files([write_repeated(workdir, pairs)])
+    if corpus == "multi30k":
+        source = Multi30k()
+    else:
+        write_distinct(workdir / "synthetic", pairs)
+        source = Files([str(workdir / "synthetic")])
     datamodule = TranslationDataModule(corpus=source, data_dir=str(workdir / "work"))
     start = time.perf_counter()
     datamodule.prepare_data()
@@ -51,20 +57,13 @@ def measure(corpus: str, pairs: int, workdir: Path) -> dict[str, object]:
         "pairs_per_second": round(total_pairs / cold),
         "cached_start_seconds": round(cached, 2),
         "peak_rss_mib": peak_rss_mib(),
+        "cache_mib": round(directory_bytes(workdir / "work") / 2**20, 1),
     }
 
 
-def write_repeated(workdir: Path, pairs: int) -> str:
-    """Multi30k's training pairs repeated until `pairs` lines, as `synthetic.{de,en}.gz`."""
-    source = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
-    for lang in ("de", "en"):
-        lines = gzip.decompress((source / f"train.{lang}.gz").read_bytes()).splitlines(
-            keepends=True
-        )
-        with gzip.open(workdir / f"synthetic.{lang}.gz", "wb", compresslevel=1) as out:
-            for start in range(0, pairs, len(lines)):
-                out.writelines(lines[: pairs - start])
-    return str(workdir / "synthetic")
+def directory_bytes(directory: Path) -> int:
+    """Bytes of the files under `directory`: the tokenizer and the encoded cache."""
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
 
 def run_child(corpus: str, pairs: int) -> dict[str, object]:
