@@ -15,6 +15,7 @@ import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,8 @@ from seq2seq.errors import Seq2SeqError, require
 from seq2seq.files import atomic_write, make_directory, read_lines
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+SAMPLE_CHARACTERS = 30_000_000  # SentencePiece's training sample: about 600 MB of its memory
+ESTIMATE_LINES = 10_000  # lines the mean sentence length is read from
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
 # C0 controls but tab, DEL, C1 controls (NEL among them), Unicode's line and paragraph separators
 _CONTROLS = [*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
@@ -43,8 +46,10 @@ class TokenizerConfig:
             or bytes.
         byte_fallback: spell unseen characters as UTF-8 byte pieces instead of unk.
         seed: SentencePiece's random seed (sentence sampling), for reproducible vocabularies.
-        input_sentence_size: at most this many sentences are sampled for training; bounds the
-            trainer's memory, which grows with the sentences it holds, whatever the corpus.
+        input_sentence_size: at most this many sentences are sampled for training, and fewer
+            when they are long: the sample holds about SAMPLE_CHARACTERS characters at most
+            (the mean length read from the first ESTIMATE_LINES lines). The trainer's memory
+            grows with the characters it holds (about 20 bytes each), whatever the corpus.
     """
 
     vocab_size: int = 8000
@@ -148,18 +153,27 @@ def _sides(corpora: list[CorpusFiles], *sides: str) -> Iterator[str]:
             yield from read_lines(getattr(corpus, side))
 
 
+def sample_size(mean_length: float, config: TokenizerConfig) -> int:
+    """Sentences SentencePiece samples for training: input_sentence_size, or fewer when that
+    many sentences of `mean_length` characters would hold more than SAMPLE_CHARACTERS."""
+    return min(config.input_sentence_size, max(1, int(SAMPLE_CHARACTERS / max(mean_length, 1))))
+
+
 def _train_model(sentences: Iterable[str], config: TokenizerConfig) -> bytes:
     sentencepiece.set_random_generator_seed(config.seed)
     model = io.BytesIO()
+    lines = (line for line in sentences if line.strip())
+    head = list(islice(lines, ESTIMATE_LINES))
+    sample = sample_size(sum(map(len, head)) / max(len(head), 1), config)
     try:
         sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=(line for line in sentences if line.strip()),
+            sentence_iterator=chain(head, lines),
             model_writer=model,
             vocab_size=config.vocab_size,
             model_type=config.model_type,
             character_coverage=config.character_coverage,
             byte_fallback=config.byte_fallback,
-            input_sentence_size=config.input_sentence_size,
+            input_sentence_size=sample,
             shuffle_input_sentence=True,
             num_threads=2,
             minloglevel=2,

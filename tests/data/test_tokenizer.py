@@ -7,9 +7,11 @@ from seq2seq.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
+    SAMPLE_CHARACTERS,
     UNK_ID,
     Tokenizer,
     TokenizerConfig,
+    sample_size,
     train_tokenizer,
 )
 from seq2seq.errors import Seq2SeqError
@@ -105,3 +107,10 @@ def test_too_small_vocabulary_names_the_option_and_the_smallest_size_that_fits(
     assert message.startswith("--data.vocab_size 100 is too small for this training corpus")
     smallest = int(message.split("set --data.vocab_size ")[1].split()[0])
     train_tokenizer([tiny_corpus["train"]], TokenizerConfig(vocab_size=smallest + 10))
+
+
+def test_long_sentences_make_the_training_sample_smaller() -> None:
+    config = TokenizerConfig()
+    assert sample_size(69.0, config) == config.input_sentence_size  # Multi30k's captions
+    assert sample_size(190.0, config) == SAMPLE_CHARACTERS // 190  # three captions joined
+    assert sample_size(0.0, config) == config.input_sentence_size
