@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import sys
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
 from seq2seq.data.batch import collate
 from seq2seq.lit_module import TranslationModule
 from seq2seq.schedules import Constant
-from tests.test_accumulation import ARCHITECTURE, SHAPES, KeepGradients, pairs
+from tests.test_accumulation import ARCHITECTURE, SHAPES, KeepGradients, one_update, pairs
 
 
 class PerRankBatches(TranslationModule):
@@ -29,19 +28,7 @@ def main(output: str) -> None:
     torch.manual_seed(0)
     module = PerRankBatches(architecture=ARCHITECTURE, scheduler=Constant())
     keep = KeepGradients()
-    trainer = L.Trainer(
-        max_steps=1,
-        strategy="ddp",
-        devices=2,
-        accelerator="cpu",
-        use_distributed_sampler=False,
-        callbacks=[keep],
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = one_update(keep, strategy="ddp", devices=2, use_distributed_sampler=False)
     trainer.fit(module)
     if trainer.global_rank == 0:
         torch.save(keep.gradients, output)

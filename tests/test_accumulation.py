@@ -52,21 +52,26 @@ def pairs(lengths: list[tuple[int, int]], seed: int) -> list[tuple]:
     ]
 
 
-def first_update_gradients(batches: list, accumulate: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(0)
-    module = TranslationModule(architecture=ARCHITECTURE, scheduler=Constant())
-    keep = KeepGradients()
-    trainer = L.Trainer(
+def one_update(keep: KeepGradients, **trainer_options: object) -> L.Trainer:
+    """A CPU trainer for one update that keeps its gradients in `keep`, nothing else."""
+    return L.Trainer(
         max_steps=1,
-        accumulate_grad_batches=accumulate,
+        accelerator="cpu",
         callbacks=[keep],
         logger=False,
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        accelerator="cpu",
+        **trainer_options,
     )
+
+
+def first_update_gradients(batches: list, accumulate: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    module = TranslationModule(architecture=ARCHITECTURE, scheduler=Constant())
+    keep = KeepGradients()
+    trainer = one_update(keep, accumulate_grad_batches=accumulate)
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     return keep.gradients
 
