@@ -10,7 +10,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet "$(TORCH)"
-	$(PYTHON) -m pip install --quiet -e '.[dev,serve]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,serve,export]'
 	touch $@
 
 # The main job: train the reference model on Multi30k de->en under a time budget and print test

@@ -2,13 +2,16 @@
 
 Greedy and beam search across batch budgets (source tokens per batch, padding included), in
 fp32 and, where the device has fast bf16 (AMX / AVX-512 BF16, CUDA), under bf16 autocast: the
-same weights, so the BLEU of the two is the cost of bf16 in search.
+same weights, so the BLEU of the two is the cost of bf16 in search. With `--model DIR` (an
+export of the checkpoint) and `--engines torch,onnxruntime`, the same searches also run in
+ONNX Runtime (fp32) with as many threads, alternated with PyTorch's.
 "Search" time is translation only: the checkpoint is loaded and the sentences are read before
 the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/decode_speed.py \
         --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--checkpoint B.ckpt (ensemble)] \
-        [--threads 2] [--precisions fp32] [--device cuda]
+        [--threads 2] [--precisions fp32] [--device cuda] \
+        [--engines torch,onnxruntime --model EXPORT_DIR]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def measure(
     hypotheses = [best[0].text for best in results]
     target_tokens = sum(len(ids) + 1 for ids in translator.tokenizer.encode_tgt(hypotheses))
     return {
+        "engine": translator.engine,
         "precision": translator.precision,
         "beam": beam,
         "batch_tokens": batch_tokens,
@@ -69,6 +73,10 @@ def main() -> None:
         "--precisions",
         help="comma-separated: fp32, bf16 (default: bf16 too where the device has fast bf16)",
     )
+    parser.add_argument(
+        "--engines", default="torch", help="comma-separated: torch, onnxruntime (needs --model)"
+    )
+    parser.add_argument("--model", help="the checkpoint's export (seq2seq export), for onnxruntime")
     args = parser.parse_args()
     fast_bf16 = has_fast_bf16(torch.device(args.device))
     precisions = args.precisions or ("fp32,bf16" if fast_bf16 else "fp32")
@@ -77,10 +85,14 @@ def main() -> None:
     directory = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
     sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
     references = list(read_lines(directory / "test_2016_flickr.en.gz"))
+    engines = args.engines.split(",")
     translators = [
         Translator.from_checkpoints(args.checkpoint, args.device, precision)
         for precision in precisions.split(",")
+        if "torch" in engines
     ]
+    if "onnxruntime" in engines:
+        translators.append(Translator.from_export(args.model, "fp32", args.threads))
     for translator in translators:  # warm-up: allocator, thread pools, projection table
         translator.translate(sources[:50], beam_size=1)
     results = []

@@ -113,6 +113,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     return loaded._replace(model=loaded.model.to(device))
 
 
+def checkpoint_facts(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's step, its run's last validation BLEU (from the learning curves the run
+    kept) and its data settings."""
+    checkpoint = load_checkpoint(path, mmap=True)
+    curves = (checkpoint.get("callbacks") or {}).get("LearningCurves") or {}
+    bleu = curves.get("val/bleu") or {}
+    return {
+        "path": str(path),
+        "step": checkpoint.get("global_step"),
+        "validation_bleu": round(float(bleu[max(bleu)]), 2) if bleu else None,
+        "data": checkpoint.get("datamodule_hyper_parameters") or {},
+    }
+
+
 def model_of(checkpoint: dict[str, Any], path: str | Path = "the checkpoint") -> LoadedModel:
     """Rebuild the model from a loaded checkpoint's hyperparameters and load its weights."""
     try:

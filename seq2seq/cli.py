@@ -1,9 +1,10 @@
-"""The `seq2seq` command: train, prepare, translate, evaluate, score, grad-flow, average, serve.
+"""The `seq2seq` command: train, prepare, translate, evaluate, score, grad-flow, average, serve,
+export.
 
     seq2seq train     fit|validate|test|predict [train.py's options]   train.py itself
     seq2seq prepare   [train.py's options]                  data statistics as JSON
-    seq2seq translate --checkpoint CKPT [--checkpoint CKPT ...] [--input PATH|-]
-                      [--output PATH|-] [search options] [--batch-tokens T]
+    seq2seq translate (--checkpoint CKPT [--checkpoint CKPT ...] | --model DIR)
+                      [--input PATH|-] [--output PATH|-] [search options] [--batch-tokens T]
                       [--device cpu|cuda] [--precision auto|fp32|bf16] [--plot-attention DIR]
     seq2seq evaluate  --checkpoint CKPT [--checkpoint CKPT ...] --input PATH
                       --reference PATH [PATH ...] [--output PATH] [--tokenize TOK]
@@ -15,6 +16,10 @@
     seq2seq serve     --checkpoint CKPT [--checkpoint CKPT ...] [--host H] [--port P]
                       [--device cpu|cuda] [--max-batch-size N] [--batch-timeout MS]
                       [--workers N] [--api-key KEY] [--cors-origin URL] [search options]
+    seq2seq export    --checkpoint CKPT --output DIR [--opset N]
+
+translate, evaluate and serve search a checkpoint in PyTorch, or with --model DIR an export in
+ONNX Runtime (--engine onnxruntime, implied by --model).
 
 The search options are SearchOptions' fields as flags (`--beam-size` for beam_size, ...); what
 is not given is the checkpoint's test setting (the first one's: several --checkpoint flags
@@ -128,16 +133,24 @@ def _translation_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--checkpoint (repeatable: an ensemble), --device and --precision."""
+    """--checkpoint (repeatable: an ensemble) or --model, --engine, --device and --precision."""
     from seq2seq.translator import PRECISIONS
 
     parser.add_argument(
         "--checkpoint",
         "--ckpt_path",
-        required=True,
         action="append",
         help="a .ckpt written by train.py; given again, the checkpoints decode as an ensemble"
         " (the mean of their probabilities, the first one's search settings)",
+    )
+    parser.add_argument(
+        "--model", type=Path, metavar="DIR", help="a directory written by seq2seq export"
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "onnxruntime"),
+        help="what searches: torch (with --checkpoint) or onnxruntime (with --model, CPU, needs"
+        " the export extra); default: the one the model given needs",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
@@ -153,9 +166,44 @@ def _load_translator(options: argparse.Namespace, **fixed: object) -> tuple:
     options asked for (with `fixed` ones), checked before any input is read."""
     from seq2seq.translator import Translator
 
-    translator = Translator.from_checkpoints(options.checkpoint, options.device, options.precision)
+    if _engine(options) == "torch":
+        translator = Translator.from_checkpoints(
+            options.checkpoint, options.device, options.precision
+        )
+    else:
+        _require_extra("--engine onnxruntime", "export", "onnxruntime")
+        translator = Translator.from_export(options.model, options.precision)
     search = dataclasses.replace(search_options(translator.options, options), **fixed)
     return translator, search
+
+
+def _engine(options: argparse.Namespace) -> str:
+    """The engine that --engine, --checkpoint and --model ask for, or a one-line error."""
+    engine = options.engine or ("onnxruntime" if options.model else "torch")
+    if engine == "torch" and options.model:
+        raise Seq2SeqError("--model DIR is an ONNX export: it runs with --engine onnxruntime")
+    if engine == "torch" and not options.checkpoint:
+        raise Seq2SeqError("give --checkpoint CKPT (or --model DIR, an export, for onnxruntime)")
+    if engine == "onnxruntime" and (options.checkpoint or not options.model):
+        raise Seq2SeqError(
+            "--engine onnxruntime searches an export: give --model DIR, not --checkpoint"
+        )
+    if engine == "onnxruntime" and options.device != "cpu":
+        raise Seq2SeqError(f"--engine onnxruntime runs on cpu, not --device {options.device}")
+    return engine
+
+
+def _require_extra(needer: str, extra: str, module: str) -> None:
+    """A one-line error naming the extra to install when `module` cannot be imported."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise Seq2SeqError(
+            f"{needer} needs the {extra} extra ({error.name} is missing):"
+            f" pip install 'seq2seq[{extra}]'"
+        ) from error
 
 
 def _translate_lines(
@@ -251,9 +299,10 @@ def evaluate(args: list[str]) -> None:
     hypotheses = [best[0].text for best in results]
     if options.output:
         write_output(options.output, hypotheses)
-    checkpoints = [str(path) for path in options.checkpoint]
+    checkpoints = [str(path) for path in options.checkpoint or ()]
     run = {
-        "checkpoint": checkpoints[0] if len(checkpoints) == 1 else checkpoints,
+        "checkpoint": checkpoints[0] if len(checkpoints) == 1 else checkpoints or None,
+        "model": str(options.model) if options.model else None,
         "search": dataclasses.asdict(search),
     }
     _print_scores(hypotheses, references, options, run)
@@ -505,7 +554,7 @@ def serve(args: list[str]) -> None:
         )
     if not (settings.api_key or options.host in ("127.0.0.1", "localhost", "::1")):
         print(f"warning: serving on {options.host} without --api-key", file=sys.stderr)
-    info = server.describe(options.checkpoint, translator)
+    info = server.describe(options.checkpoint or (), translator)
     server.run(app.create_app(translator, search, settings, info), listener)
 
 
@@ -544,6 +593,32 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def export(args: list[str]) -> None:
+    """`seq2seq export`: a checkpoint's model as ONNX graphs that ONNX Runtime searches."""
+    from seq2seq.export.exporter import DEFAULT_OPSET
+
+    parser = Parser(
+        prog="seq2seq export",
+        description="Write encoder.onnx, decoder_step.onnx, the SentencePiece model(s) and"
+        " seq2seq_export.json into DIR, after checking the graphs against PyTorch in ONNX"
+        " Runtime; seq2seq translate --model DIR searches them. Needs the export extra (pip"
+        " install 'seq2seq[export]').",
+    )
+    parser.add_argument("--checkpoint", "--ckpt_path", required=True, help="a .ckpt to export")
+    parser.add_argument(
+        "--output", required=True, type=Path, metavar="DIR", help="new or empty directory"
+    )
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset of the graphs")
+    options = parser.parse_args(args)
+    for extra_module in ("onnx", "onnxscript", "onnxruntime"):
+        _require_extra("seq2seq export", "export", extra_module)
+    from seq2seq.export.exporter import export_model
+
+    check_file(options.checkpoint)
+    directory = export_model(options.checkpoint, options.output, options.opset)
+    print(f"exported {options.checkpoint} to {directory}", file=sys.stderr)
+
+
 def train(args: list[str]) -> None:
     """`seq2seq train fit|validate|test|predict`: train.py itself (configs, --ckpt_path, ...)."""
     from seq2seq.lightning_cli import main as train_main  # Lightning: only when needed
@@ -560,6 +635,7 @@ COMMANDS = {
     "grad-flow": grad_flow,
     "average": average,
     "serve": serve,
+    "export": export,
 }
 
 

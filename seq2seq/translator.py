@@ -12,10 +12,11 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
+from torch import nn
 
 from seq2seq.checkpoint import load_model
 from seq2seq.data.batch import collate
@@ -27,6 +28,9 @@ from seq2seq.errors import Seq2SeqError
 from seq2seq.model.autocast import has_fast_bf16
 from seq2seq.model.ensemble import Ensemble
 from seq2seq.model.seq2seq import Seq2Seq
+
+if TYPE_CHECKING:
+    from seq2seq.export.engine import OnnxModel
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -52,7 +56,8 @@ class Translator:
     current parameters: a model whose weights change afterwards needs a new Translator.
 
     Args:
-        model: the model (or ensemble of models), on the device to search on.
+        model: the model (or ensemble of models), on the device to search on; or an exported
+            model in ONNX Runtime (`OnnxModel`, CPU and fp32 only).
         tokenizer: its tokenizer.
         precision: `auto`, `fp32` or `bf16`.
         search: the default search options (a checkpoint's test options).
@@ -60,16 +65,21 @@ class Translator:
 
     def __init__(
         self,
-        model: Seq2Seq | Ensemble,
+        model: Seq2Seq | Ensemble | OnnxModel,
         tokenizer: Tokenizer,
         precision: Precision = "auto",
         search: SearchOptions = SearchOptions(),
     ) -> None:
         if precision not in PRECISIONS:
             raise Seq2SeqError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision}")
-        self.model = model.eval()
+        if isinstance(model, nn.Module):
+            self.model = model.eval()
+            self.device = next(model.parameters()).device
+        elif precision == "bf16":
+            raise Seq2SeqError("the onnxruntime engine searches in fp32: drop --precision bf16")
+        else:
+            self.model, self.device = model, model.device
         self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
         if precision == "auto":
             cuda_bf16 = self.device.type == "cuda" and has_fast_bf16(self.device)
             precision = "bf16" if cuda_bf16 else "fp32"
@@ -103,6 +113,23 @@ class Translator:
                 )
         model = first.model if len(loaded) == 1 else Ensemble([one.model for one in loaded])
         return cls(model, first.tokenizer, precision, first.search)
+
+    @classmethod
+    def from_export(
+        cls, directory: str | Path, precision: Precision = "auto", threads: int | None = None
+    ) -> Translator:
+        """The translator of an export written by `seq2seq export`, searched by ONNX Runtime
+        on CPU with `threads` threads (default torch's); its search defaults are the
+        checkpoint's test settings."""
+        from seq2seq.export.engine import OnnxModel
+
+        model = OnnxModel(directory, threads)
+        return cls(model, model.tokenizer, precision, model.manifest.search)
+
+    @property
+    def engine(self) -> str:
+        """What searches: `torch`, or `onnxruntime` for an exported model."""
+        return "torch" if isinstance(self.model, nn.Module) else "onnxruntime"
 
     def translate(
         self,

@@ -147,7 +147,7 @@ class Decoder(nn.Module):
         multiply-adds, about what V one-row decoder steps spend on the projection, so a search
         builds it once when it starts (under autocast: in autocast's dtype), and a model whose
         weights change needs a new one."""
-        weights = self._step_weights()
+        weights = self.step_weights()
         scaled = self.embedding.weight * self.embedding_scale  # (V, E)
         return SearchWeights(scaled @ weights.input[0].t(), weights)  # (V, G*H)
 
@@ -157,7 +157,7 @@ class Decoder(nn.Module):
         """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V), or (N, V) at the N True
         `positions` (B, T) only (the loss skips padding: no output layer work for it)."""
         embedded = self._embed(tgt_in)  # (B, T, E)
-        weights = self._step_weights()
+        weights = self.step_weights()
         embedding_projection = embedded @ weights.input[0].t()  # (B, T, G*H), hoisted
         masks = self._masks(tgt_in.shape[0], embedded)
         tops, contexts = [], []
@@ -184,7 +184,7 @@ class Decoder(nn.Module):
         context, attention = self._attend(state)
         no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
         if state.search_weights is None:
-            weights = self._step_weights()
+            weights = self.step_weights()
             projection = embedded[:, 0] @ weights.input[0].t()  # (B, G*H)
         else:  # search: a row of the table instead of a GEMM
             weights = state.search_weights.step
@@ -209,7 +209,8 @@ class Decoder(nn.Module):
         sliced = [first[:, :embedding_size], first[:, embedding_size:], *higher]
         return [cast_once(weight) for weight in sliced]
 
-    def _step_weights(self) -> StepWeights:
+    def step_weights(self) -> StepWeights:
+        """The weights a step multiplies by, from the current parameters (`StepWeights`)."""
         return StepWeights(self._input_weights(), [cell.recurrent_weight() for cell in self.cells])
 
     def _attend(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:

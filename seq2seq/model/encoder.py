@@ -66,14 +66,17 @@ class Encoder(nn.Module):
         """M: the memory size, both directions' states side by side."""
         return 2 * self.layers[0].cell.hidden_size
 
-    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
-        """src (B, S) ids, src_lengths (B,) with 1 <= length <= S."""
+    def forward(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, scan: bool = False
+    ) -> EncoderOutput:
+        """src (B, S) ids, src_lengths (B,) with 1 <= length <= S; `scan`: every layer's loop
+        as one torch.scan (RecurrentLayer.forward), for export."""
         vocab_size = self.embedding.num_embeddings
         kept = word_dropout(src, vocab_size, self.embedding_dropout, self.training, self.unk_id)
         embedded = self.embedding(kept) * self.embedding_scale  # (B, S, E), unit variance
         states = variational_dropout(embedded, self.dropout, self.training)
         for index, layer in enumerate(self.layers):
-            layer_output = layer(states, src_lengths)
+            layer_output = layer(states, src_lengths, scan=scan)
             outputs = layer_output.outputs  # (B, S, 2H)
             if self.residual and index > 0:
                 outputs = outputs + states

@@ -84,10 +84,18 @@ class RecurrentLayer(nn.Module):
         self.fused = can_fuse if fused is None else fused
 
     def forward(
-        self, inputs: torch.Tensor, lengths: torch.Tensor, keep_steps: bool = False
+        self,
+        inputs: torch.Tensor,
+        lengths: torch.Tensor,
+        keep_steps: bool = False,
+        scan: bool = False,
     ) -> LayerOutput:
         """inputs (B, T, I), lengths (B,) with 1 <= length <= T; `keep_steps` also returns every
-        step's state (for gradient probes: dL/dh(t) at each step)."""
+        step's state (for gradient probes: dL/dh(t) at each step); `scan` runs the loop as one
+        `torch.scan` over time instead of Python steps, the same function in a form that export
+        traces for any length (an ONNX Scan)."""
+        if scan:
+            return self._scan(inputs, lengths)
         if self.fused and not keep_steps:  # the fused kernel has no per-step tensors
             return self._fused(inputs, lengths)
         return self._loop(inputs, lengths, keep_steps)
@@ -95,17 +103,9 @@ class RecurrentLayer(nn.Module):
     def _loop(self, inputs: torch.Tensor, lengths: torch.Tensor, keep_steps: bool) -> LayerOutput:
         cell_module = self.cell
         batch, steps, _ = inputs.shape
-        directions, size = cell_module.num_directions, cell_module.hidden_size
-        gates = cell_module.project_input(inputs)  # (D, B, T, G*H)
-        if directions == 2:
-            backward_order = reverse_within_lengths(lengths, steps)  # (B, T)
-            gates = torch.stack((gates[0], gather_time(gates[1], backward_order)))
-        hidden = inputs.new_zeros(directions, batch, size)  # (D, B, H)
-        cell = inputs.new_zeros(directions, batch, size) if cell_module.has_cell_state else None
-        mask = sequence_mask(
-            (directions, batch, size), self.recurrent_dropout, inputs, self.training
-        )
-        running = torch.arange(steps, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
+        gates, backward_order, running = self._gates(inputs, lengths)
+        hidden, cell = self._initial_state(inputs)
+        mask = sequence_mask(hidden.shape, self.recurrent_dropout, inputs, self.training)
         shortest = int(lengths.min())
         recurrent_weight = cell_module.recurrent_weight()  # (D, H, G*H), cast once
         outputs = []
@@ -124,10 +124,59 @@ class RecurrentLayer(nn.Module):
         stacked = torch.stack(outputs, dim=2)  # (D, B, T, H)
         if steps > shortest:
             stacked = stacked * running.t().unsqueeze(-1)  # zero past each end
-        if directions == 2:
-            stacked = torch.stack((stacked[0], gather_time(stacked[1], backward_order)))
-        merged = stacked.permute(1, 2, 0, 3).reshape(batch, steps, -1)  # (B, T, D*H)
+        merged = self._merge(stacked, backward_order)
         return LayerOutput(merged, hidden, cell, outputs if keep_steps else None)
+
+    def _scan(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
+        """`_loop` without dropout or per-step states, as one torch.scan over time (torch 2.8+)."""
+        from torch._higher_order_ops.scan import scan as torch_scan
+
+        cell_module = self.cell
+        gates, backward_order, running = self._gates(inputs, lengths)
+        recurrent_weight = cell_module.recurrent_weight()  # (D, H, G*H)
+
+        def step(carry: tuple[torch.Tensor, ...], inputs_now: tuple[torch.Tensor, ...]) -> tuple:
+            step_gates, active = inputs_now  # (D, B, G*H), (B,)
+            running_now = active.view(1, -1, 1)
+            cell = carry[1] if len(carry) == 2 else None
+            new_state = cell_module.step(step_gates, carry[0], cell, None, recurrent_weight)
+            pairs = zip(new_state, carry, strict=False)  # (hidden, cell) or (hidden, None)
+            carried = tuple(torch.where(running_now, new, old) for new, old in pairs)
+            return carried, carried[0].clone()  # scan's outputs may not alias its carry
+
+        initial = tuple(state for state in self._initial_state(inputs) if state is not None)
+        final, stacked = torch_scan(step, initial, (gates.permute(2, 0, 1, 3), running))
+        stacked = stacked.permute(1, 2, 0, 3) * running.t().unsqueeze(-1)  # (D, B, T, H)
+        cell = final[1] if len(final) == 2 else None
+        return LayerOutput(self._merge(stacked, backward_order), final[0], cell)
+
+    def _gates(
+        self, inputs: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Input gates of every step (D, B, T, G*H), the backward direction's reading order
+        (B, T) (None with one direction), and which sequences are still running (T, B)."""
+        steps = inputs.shape[1]
+        gates = self.cell.project_input(inputs)  # (D, B, T, G*H)
+        backward_order = None
+        if self.cell.num_directions == 2:
+            backward_order = reverse_within_lengths(lengths, steps)  # (B, T)
+            gates = torch.stack((gates[0], gather_time(gates[1], backward_order)))
+        running = torch.arange(steps, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
+        return gates, backward_order, running
+
+    def _initial_state(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Zero hidden and (LSTM) cell state, (D, B, H) each."""
+        cell_module = self.cell
+        shape = (cell_module.num_directions, inputs.shape[0], cell_module.hidden_size)
+        cell = inputs.new_zeros(shape) if cell_module.has_cell_state else None
+        return inputs.new_zeros(shape), cell
+
+    def _merge(self, stacked: torch.Tensor, backward_order: torch.Tensor | None) -> torch.Tensor:
+        """Step outputs (D, B, T, H) in reading order -> (B, T, D*H) in source order."""
+        if backward_order is not None:
+            stacked = torch.stack((stacked[0], gather_time(stacked[1], backward_order)))
+        batch, steps = stacked.shape[1], stacked.shape[2]
+        return stacked.permute(1, 2, 0, 3).reshape(batch, steps, -1)
 
     def _fused(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
         cell_module = self.cell

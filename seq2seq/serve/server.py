@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.checkpoint import checkpoint_facts
 from seq2seq.errors import Seq2SeqError
+from seq2seq.export.engine import OnnxModel
 from seq2seq.translator import Translator
 
 
@@ -37,10 +38,16 @@ def listen(host: str, port: int) -> socket.socket:
 
 def describe(paths: Sequence[str | Path], translator: Translator) -> dict[str, Any]:
     """What GET /info says of the model: sizes, languages, vocabulary, and per checkpoint its
-    training step and last validation BLEU (null when the run recorded none)."""
+    training step and last validation BLEU (null when the run recorded none); for an export
+    (no `paths`), the facts of the checkpoint it was exported from."""
     model = translator.model
-    members = getattr(model, "members", [model])
-    checkpoints = [_checkpoint_facts(path) for path in paths]
+    if isinstance(model, OnnxModel):
+        checkpoints = [dict(model.manifest.checkpoint)]
+        parameters, architectures = model.manifest.parameters, [model.manifest.architecture]
+    else:
+        checkpoints = [checkpoint_facts(path) for path in paths]
+        parameters = sum(p.numel() for p in model.parameters())
+        architectures = [vars(member.config) for member in getattr(model, "members", [model])]
     data = checkpoints[0].pop("data")
     for facts in checkpoints[1:]:
         facts.pop("data")
@@ -51,25 +58,12 @@ def describe(paths: Sequence[str | Path], translator: Translator) -> dict[str, A
             "source": translator.tokenizer.src.get_piece_size(),
             "target": translator.tokenizer.tgt.get_piece_size(),
         },
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "architecture": [vars(member.config) for member in members],
+        "parameters": parameters,
+        "architecture": architectures,
         "checkpoints": checkpoints,
+        "engine": translator.engine,
         "device": str(translator.device),
         "precision": translator.precision,
-    }
-
-
-def _checkpoint_facts(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's step, its run's last validation BLEU (from the learning curves the run
-    kept) and its data settings."""
-    checkpoint = load_checkpoint(path, mmap=True)
-    curves = (checkpoint.get("callbacks") or {}).get("LearningCurves") or {}
-    bleu = curves.get("val/bleu") or {}
-    return {
-        "path": str(path),
-        "step": checkpoint.get("global_step"),
-        "validation_bleu": round(float(bleu[max(bleu)]), 2) if bleu else None,
-        "data": checkpoint.get("datamodule_hyper_parameters") or {},
     }
 
 

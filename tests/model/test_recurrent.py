@@ -105,3 +105,23 @@ def test_eval_mode_is_deterministic_and_drops_nothing() -> None:
     torch.testing.assert_close(
         layer(inputs, lengths).outputs, layer(inputs, lengths).outputs, rtol=0, atol=0
     )
+
+
+@pytest.mark.parametrize("cell_type", CELL_TYPES)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_the_scanned_loop_computes_what_the_python_loop_does(
+    cell_type: str, bidirectional: bool, layer_norm: bool
+) -> None:
+    """`scan=True` (what export traces) is the same function as the step loop, padding and the
+    held states of ended sequences included."""
+    torch.manual_seed(0)
+    layer = RecurrentLayer(cell_type, 5, 6, bidirectional, layer_norm).double().eval()
+    inputs, lengths = padded_batch([7, 3, 5, 1])
+    looped, scanned = layer(inputs, lengths), layer(inputs, lengths, scan=True)
+    torch.testing.assert_close(scanned.outputs, looped.outputs)
+    torch.testing.assert_close(scanned.hidden, looped.hidden)
+    if cell_type == "lstm":
+        torch.testing.assert_close(scanned.cell, looped.cell)
+    else:
+        assert scanned.cell is None and looped.cell is None
