@@ -58,6 +58,7 @@ class Outcome:
 
 T, TR, EV, SC = "train.py", "translate", "evaluate", "score"
 PR, GF, SV, API = "prepare", "grad-flow", "serve", "Python API"
+EX = "export"
 TRAIN = ("--data.corpus.train=[{w}/good]",)
 CASES = [
     Case(T, "missing file", ("--data.corpus.train=[{w}/missing]",), expect="file not found"),
@@ -550,6 +551,42 @@ CASES = [
         ("--checkpoint={ckpt}", "--port=0", "--max-beam=2"),
         expect="is past --max-beam 2 or --max-nbest 16",
     ),
+    Case(
+        EX,
+        "missing checkpoint",
+        ("--checkpoint={w}/none.ckpt", "--output={w}/out/export"),
+        expect="not found",
+    ),
+    Case(
+        EX,
+        "checkpoint with a pickle payload",
+        ("--checkpoint={w}/evil.ckpt", "--output={w}/out/export"),
+        expect="refusing to load",
+    ),
+    Case(
+        EX,
+        "an opset the exporter cannot write",
+        ("--checkpoint={ckpt}", "--output={w}/out/export", "--opset=12"),
+        expect="opset 12 is not supported: use 18 to",
+    ),
+    Case(
+        EX,
+        "output is a file",
+        ("--checkpoint={ckpt}", "--output={w}/good.de"),
+        expect="is a file: give a directory",
+    ),
+    Case(
+        TR,
+        "--model: a directory that holds no export",
+        ("--model={w}/dir.de",),
+        expect="is not a seq2seq export: seq2seq_export.json, encoder.onnx",
+    ),
+    Case(
+        TR,
+        "--engine onnxruntime on cuda",
+        ("--model={w}/dir.de", "--device=cuda"),
+        expect="--engine onnxruntime runs on cpu, not --device cuda",
+    ),
 ]
 
 
@@ -717,6 +754,8 @@ def argv(case: Case, work: Path, checkpoint: Path) -> list[str]:
             "--output": str(work / "out" / "translation.txt"),
         }
         given = {a.split("=")[0] for a in args}
+        if "--model" in given:  # an export instead of the checkpoint
+            given.add("--checkpoint")
         extra = [f"{k}={v}" for k, v in defaults.items() if k not in given]
         return [TR, *extra, *args]
     if case.command == PR:
