@@ -44,8 +44,8 @@ def export_model(checkpoint: str | Path, output: str | Path, opset: int = DEFAUL
     """Export the checkpoint's model into the directory `output` (new, empty, or an earlier
     export, which is replaced): encoder.onnx, decoder_step.onnx, the SentencePiece model(s)
     and seq2seq_export.json. Returns the directory."""
-    check_opset(opset)
-    output = _writable_output(Path(output))
+    check_opset(opset)  # here too, so that a bad setting fails before the checkpoint is read
+    _writable_output(Path(output))
     return export_loaded(load_model(checkpoint), checkpoint_facts(checkpoint), output, opset)
 
 
@@ -96,7 +96,8 @@ def _writable_output(output: Path) -> Path:
 def _export_graphs(model: torch.nn.Module, directory: Path, opset: int) -> None:
     """encoder.onnx and decoder_step.onnx from sample inputs, every batch and length dynamic."""
     model = model.eval()
-    src = torch.randint(4, model.config.src_vocab_size, (3, 5))
+    generator = torch.Generator().manual_seed(0)
+    src = torch.randint(4, model.config.src_vocab_size, (3, 5), generator=generator)
     src_lengths = torch.tensor([5, 4, 2])
     batch, source = torch.export.Dim("batch"), torch.export.Dim("source")
     rows = torch.export.Dim("rows")
@@ -106,8 +107,15 @@ def _export_graphs(model: torch.nn.Module, directory: Path, opset: int) -> None:
     beams = torch.arange(3).repeat_interleave(2)  # 2 hypotheses a sentence: rows != batch
     step_inputs = (torch.full((6,), 2), state[:, :, beams], memory, keys, padding_bias)
     sentences = {0: batch, 1: source}
-    _export(encoder, (src, src_lengths), ({0: batch, 1: source}, {0: batch}),
-            ENCODER_INPUTS, ENCODER_OUTPUTS, directory / manifest.ENCODER, opset)  # fmt: skip
+    _export(
+        encoder,
+        (src, src_lengths),
+        (sentences, {0: batch}),
+        ENCODER_INPUTS,
+        ENCODER_OUTPUTS,
+        directory / manifest.ENCODER,
+        opset,
+    )
     _export(
         DecoderStepGraph(model).eval(),
         step_inputs,
