@@ -4,10 +4,11 @@ Pair i joins 2-4 training pairs drawn at random (the same ones on both sides, in
 order), so lengths vary like running text (about 25-60 subwords), and starts with its number on
 both sides ("17. ..."), so no two pairs are equal and no cache or deduplication can shortcut
 them. Written streaming, gzipped, as PREFIX.de.gz and PREFIX.en.gz; memory stays that of
-Multi30k's 29,000 pairs whatever N.
+Multi30k's 29,000 pairs whatever N. `--groups 1-8 --unnumbered` makes a training corpus of
+long pairs (up to about 170 subwords) for bench/long_sentences.py's long model.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/make_corpus.py \
-        --output /tmp/large/train [--pairs 3000000] [--seed 0]
+        --output /tmp/large/train [--pairs 3000000] [--seed 0] [--groups 2-4] [--unnumbered]
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ from pathlib import Path
 
 from seq2seq.data.corpus import read_lines
 
-GROUP_SIZES = (2, 3, 4)
 
-
-def write_distinct(prefix: Path, pairs: int, seed: int = 0) -> dict[str, object]:
-    """Write `pairs` distinct joined pairs to prefix.{de,en}.gz; what was written."""
+def write_distinct(
+    prefix: Path,
+    pairs: int,
+    seed: int = 0,
+    group_sizes: tuple[int, ...] = (2, 3, 4),
+    numbered: bool = True,
+) -> dict[str, object]:
+    """Write `pairs` joined pairs (each of `group_sizes` training pairs, numbered: distinct) to
+    prefix.{de,en}.gz; what was written."""
     source = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
     german = list(read_lines(source / "train.de.gz"))
     english = list(read_lines(source / "train.en.gz"))
@@ -39,10 +45,11 @@ def write_distinct(prefix: Path, pairs: int, seed: int = 0) -> dict[str, object]
         gzip.open(paths[1], "wt", compresslevel=1) as en,
     ):
         for number in range(1, pairs + 1):
-            rows = generator.sample(range(len(german)), generator.choice(GROUP_SIZES))
+            rows = generator.sample(range(len(german)), generator.choice(group_sizes))
             joined += len(rows)
-            de.write(f"{number}. " + " ".join(german[row] for row in rows) + "\n")
-            en.write(f"{number}. " + " ".join(english[row] for row in rows) + "\n")
+            label = f"{number}. " if numbered else ""
+            de.write(label + " ".join(german[row] for row in rows) + "\n")
+            en.write(label + " ".join(english[row] for row in rows) + "\n")
     return {
         "pairs": pairs,
         "multi30k_pairs_per_pair": round(joined / max(pairs, 1), 2),
@@ -58,9 +65,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="PREFIX of the .gz files")
     parser.add_argument("--pairs", type=int, default=3_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--groups", default="2-4", help="MIN-MAX training pairs a pair joins")
+    parser.add_argument("--unnumbered", action="store_true", help="no number before each pair")
     args = parser.parse_args()
+    smallest, largest = (int(size) for size in args.groups.split("-"))
     started = time.perf_counter()
-    report = write_distinct(args.output, args.pairs, args.seed)
+    sizes = tuple(range(smallest, largest + 1))
+    report = write_distinct(args.output, args.pairs, args.seed, sizes, not args.unnumbered)
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))
 
