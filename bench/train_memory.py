@@ -24,12 +24,16 @@ from pathlib import Path
 PROGRESS = re.compile(r"Epoch (\d+):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")  # tqdm's bar
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of process `pid` now."""
+def rss_mib(pid: int) -> dict[str, float]:
+    """Resident memory of process `pid` now: in all, anonymous (the process's own) and file
+    pages mapped (the memory-mapped cache's pages read so far, which the kernel can drop)."""
+    fields = {"VmRSS:": "rss", "RssAnon:": "anonymous", "RssFile:": "file"}
+    found = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        name = line.split(":")[0] + ":"
+        if name in fields:
+            found[fields[name]] = round(int(line.split()[1]) / 1024, 1)
+    return found
 
 
 def watch(command: list[str], marks: list[int]) -> dict[str, object]:
@@ -55,10 +59,10 @@ def watch(command: list[str], marks: list[int]) -> dict[str, object]:
             now = rss_mib(process.pid)
         except FileNotFoundError:
             break
-        peak = max(peak, now)
+        peak = max(peak, now.get("rss", 0.0))
         for mark in marks:
             if mark not in at and progress["update"] >= mark:
-                at[mark] = round(now, 1)
+                at[mark] = now
         time.sleep(0.5)
     reader.join(timeout=5)
     if process.wait() != 0:
