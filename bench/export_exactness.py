@@ -24,6 +24,7 @@ from seq2seq.data.batch import collate
 from seq2seq.data.corpus import read_lines
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.decoding.search import SearchOptions
+from seq2seq.export.exporter import largest_difference
 from seq2seq.export.graphs import stack_state
 from seq2seq.translator import Translator
 
@@ -60,9 +61,7 @@ def largest_differences(torch_side: Translator, onnx_side: Translator, sources: 
 
 
 def _worse(worst: dict, name: str, ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    same = ours == theirs  # -inf against -inf is no difference
-    difference = torch.where(same, 0.0, (ours.float() - theirs.float()).abs())
-    worst[name] = max(worst[name], float(difference.max()) if difference.numel() else 0.0)
+    worst[name] = max(worst[name], largest_difference(ours, theirs))
 
 
 def compare_translations(

@@ -525,13 +525,10 @@ def serve(args: list[str]) -> None:
     add_search_options(parser)
     _server_arguments(parser)
     options = parser.parse_args(args)
-    try:
-        from seq2seq.serve import app, server
-    except ImportError as error:
-        raise Seq2SeqError(
-            f"seq2seq serve needs the serve extra ({error.name} is missing):"
-            " pip install 'seq2seq[serve]'"
-        ) from error
+    for extra_module in ("fastapi", "uvicorn"):
+        _require_extra("seq2seq serve", "serve", extra_module)
+    from seq2seq.serve import app, server
+
     settings = app.ServerSettings(
         max_batch_size=options.max_batch_size,
         batch_timeout=options.batch_timeout / 1000,

@@ -191,7 +191,7 @@ def check_against_torch(exported, model: torch.nn.Module) -> float:
         "log_probs": (ours_step.log_probs, theirs_step.log_probs),
         "attention": (ours_step.attention, theirs_step.attention),
     }
-    worst = max((_difference(a, b), name) for name, (a, b) in pairs.items())
+    worst = max((largest_difference(a, b), name) for name, (a, b) in pairs.items())
     if not worst[0] <= TOLERANCE:
         raise Seq2SeqError(
             f"the export computes {worst[1]} {worst[0]:.2e} away from PyTorch (tolerance"
@@ -200,10 +200,12 @@ def check_against_torch(exported, model: torch.nn.Module) -> float:
     return worst[0]
 
 
-def _difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    """Largest absolute difference; -inf against -inf (padding, forbidden tokens) is none."""
+def largest_difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """Largest absolute difference (0 for empty tensors); -inf against -inf (padding,
+    forbidden tokens) is none."""
     same = ours == theirs
-    return float(torch.where(same, 0.0, (ours - theirs).abs()).max())
+    difference = torch.where(same, 0.0, (ours.float() - theirs.float()).abs())
+    return float(difference.max()) if difference.numel() else 0.0
 
 
 def _replace(output: Path, staging: Path) -> None:
