@@ -16,7 +16,9 @@ what LightningCLI gives, it
   and a resumable `last.ckpt` on Ctrl-C, writes checkpoints atomically and loads them with
   `weights_only=True` (seq2seq/checkpoint.py);
 - `--test_after_fit true` tests the best checkpoint when training ends and prints test BLEU;
-- warns when `bf16-mixed` is asked of a CPU without fast bf16 (see `has_fast_bf16`);
+- adds the training precision `auto`, the default: `bf16-mixed` where the accelerator has fast
+  bf16 GEMMs, `32-true` elsewhere (TranslationTrainer), and warns when `bf16-mixed` is asked
+  of a CPU without fast bf16 (see `has_fast_bf16`);
 - turns a `Seq2SeqError` into one line on stderr and exit status 1.
 """
 
@@ -28,16 +30,17 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
 from jsonargparse import ArgumentError
 from jsonargparse._deprecated import JsonargparseDeprecationWarning
+from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.accelerators import Accelerator, CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -68,6 +71,31 @@ from seq2seq.reports import (
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 NOISE = re.compile(r"💡 Tip|(GPU|TPU|HPU|IPU) available")
+TrainingPrecision = Literal["auto"] | _PRECISION_INPUT
+
+
+class TranslationTrainer(Trainer):
+    """Lightning's Trainer with one more precision, `auto` (the default): `bf16-mixed` where the
+    device it trains on has fast bf16 GEMMs (`has_fast_bf16`: CUDA GPUs from Ampere on, CPUs
+    with AMX or AVX-512 BF16), `32-true` elsewhere, where bf16 is emulated and slow."""
+
+    def __init__(self, precision: TrainingPrecision | None = "auto", **kwargs: Any) -> None:
+        if precision == "auto":
+            precision = auto_precision(kwargs.get("accelerator", "auto"))
+        super().__init__(precision=precision, **kwargs)
+
+
+def auto_precision(accelerator: str | Accelerator) -> str:
+    """The precision `auto` stands for on `accelerator` (a Trainer's `accelerator` argument):
+    `bf16-mixed` when the device it picks has fast bf16, else `32-true`."""
+    if isinstance(accelerator, Accelerator):
+        device = {CUDAAccelerator: "cuda", CPUAccelerator: "cpu"}.get(type(accelerator))
+    elif accelerator in ("auto", "gpu"):  # Lightning's choice: a CUDA GPU when there is one
+        device = "cuda" if torch.cuda.is_available() else "cpu" if accelerator == "auto" else None
+    else:
+        device = {"cuda": "cuda", "cpu": "cpu"}.get(accelerator)
+    fast = device is not None and has_fast_bf16(torch.device(device))
+    return "bf16-mixed" if fast else "32-true"
 
 
 class SafeCheckpointIO(CheckpointIO):
@@ -178,7 +206,7 @@ class TranslationCLI(LightningCLI):
         """The model's size in one line (instead of Lightning's summary table); a test after
         fit without a test corpus is said before training, not after it."""
         parameters = sum(p.numel() for p in self.model.parameters())
-        rank_zero_info(f"model: {parameters:,} parameters")
+        rank_zero_info(f"model: {parameters:,} parameters, precision {self.trainer.precision}")
         if self.config[self.subcommand].test_after_fit and not self.datamodule.has_split("test"):
             rank_zero_warn("the corpus has no test set: the test after training is skipped")
 
@@ -246,6 +274,7 @@ def build_cli(
     return TranslationCLI(
         TranslationModule,
         TranslationDataModule,
+        trainer_class=TranslationTrainer,
         save_config_kwargs={"overwrite": True},
         # parse errors raise instead of printing the usage: main() makes them one line
         parser_kwargs={

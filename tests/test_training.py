@@ -68,6 +68,47 @@ def test_bf16_on_a_cpu_without_fast_bf16_is_warned_about(
     assert len(warned) == (0 if fast_bf16 else 1)
 
 
+@pytest.mark.parametrize(
+    ("precision", "fast_bf16", "trained_in"),
+    [("auto", True, "bf16-mixed"), ("auto", False, "32-true"), ("32-true", True, "32-true")],
+)
+def test_precision_auto_trains_in_bf16_where_bf16_is_fast(
+    precision: str, fast_bf16: bool, trained_in: str, corpus: Path, tmp_path: Path, monkeypatch
+) -> None:
+    asked = []
+    monkeypatch.setattr(lightning_cli, "has_fast_bf16", lambda d: asked.append(d) or fast_bf16)
+    cli = build_cli(tiny_run_args(corpus, tmp_path, **{"trainer.precision": precision}), run=False)
+    assert cli.trainer.precision == trained_in
+    assert (torch.device("cpu") in asked) == (precision == "auto")  # auto asked the CPU
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cuda", "device"),
+    [("auto", True, "cuda"), ("auto", False, "cpu"), ("gpu", True, "cuda"), ("cpu", True, "cpu")],
+)
+def test_precision_auto_asks_the_device_the_accelerator_trains_on(
+    accelerator: str, cuda: bool, device: str, monkeypatch
+) -> None:
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(lightning_cli, "has_fast_bf16", lambda d: asked.append(d) or True)
+    assert lightning_cli.auto_precision(accelerator) == "bf16-mixed"
+    assert asked == [torch.device(device)]
+
+
+def test_precision_auto_is_fp32_on_accelerators_it_does_not_know(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(lightning_cli, "has_fast_bf16", lambda device: True)
+    assert lightning_cli.auto_precision("gpu") == "32-true"  # Apple's MPS: Lightning's gpu
+    assert lightning_cli.auto_precision("tpu") == "32-true"
+
+
+def test_the_reference_config_trains_in_precision_auto(tmp_path: Path) -> None:
+    cli = build_cli(["--config", REFERENCE, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert cli.config.trainer.precision == "auto"
+    assert cli.trainer.precision == lightning_cli.auto_precision("auto")
+
+
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_budget_schedule_anneals_to_the_floor_at_the_last_update(
     corpus: Path, tmp_path: Path, accumulate: int

@@ -36,7 +36,8 @@ def reversal_corpus(root: Path, train_pairs: int = 3000, seed: int = 0) -> Path:
 
 
 def tiny_run_args(corpus: Path, work: Path, **overrides: object) -> list[str]:
-    """`train.py fit` options for a small model on a corpus written by the helpers above."""
+    """`train.py fit` options for a small model on a corpus written by the helpers above; fp32
+    on every machine (precision auto would train in bf16 where bf16 is fast)."""
     options = {
         "data.corpus": "Files",
         "data.corpus.train": f"[{corpus / 'train'}]",
@@ -57,6 +58,7 @@ def tiny_run_args(corpus: Path, work: Path, **overrides: object) -> list[str]:
         "trainer.default_root_dir": str(work / "run"),
         "trainer.accelerator": "cpu",
         "trainer.devices": "1",
+        "trainer.precision": "32-true",
         "trainer.gradient_clip_val": "1.0",
         "trainer.enable_progress_bar": "false",
         "trainer.enable_model_summary": "false",
@@ -135,6 +137,7 @@ class SaveMetrics(L.Callback):
     def on_validation_end(self, trainer, module) -> None:
         if trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(metrics))
 
 

@@ -32,10 +32,11 @@ def cast_once(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def has_fast_bf16(device: torch.device) -> bool:
-    """Whether `device` runs bf16 GEMMs faster than fp32: a CUDA GPU with bf16, or a CPU with
-    AVX-512 BF16 or AMX. Elsewhere bf16 is emulated, many times slower than fp32."""
+    """Whether `device` runs bf16 GEMMs faster than fp32: a CUDA GPU from Ampere on (compute
+    capability 8.0), or a CPU with AVX-512 BF16 or AMX. Elsewhere bf16 is emulated, many times
+    slower than fp32 (torch.cuda.is_bf16_supported() is True for emulated bf16 too)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":
         return False
     cpuinfo = Path("/proc/cpuinfo")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seq2seq.model.autocast import autocast_dtype, cast_once
+from seq2seq.model.autocast import autocast_dtype, cast_once, has_fast_bf16
 from seq2seq.model.cells import RecurrentCell
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -109,3 +109,16 @@ def test_search_step_under_autocast_gives_fp32_log_probabilities_close_to_fp32()
     assert low.log_probs.dtype == torch.float32
     torch.testing.assert_close(low.log_probs, plain.log_probs, rtol=0.0, atol=0.05)
     torch.testing.assert_close(again.log_probs, plain.log_probs, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize(("capability", "fast"), [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_cuda_bf16_is_fast_from_ampere_on(capability: tuple, fast: bool, monkeypatch) -> None:
+    """Turing (7.5) emulates bf16, which torch.cuda.is_bf16_supported() counts as support."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert has_fast_bf16(torch.device("cuda")) is fast
+
+
+def test_cuda_bf16_is_not_fast_without_a_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not has_fast_bf16(torch.device("cuda"))
