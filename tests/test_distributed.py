@@ -103,19 +103,21 @@ def test_predict_on_two_ranks_merges_in_input_order(tmp_path: Path) -> None:
 def test_two_nodes_of_one_process_train_like_one_node_of_two(tmp_path: Path) -> None:
     """Lightning's environment variables (MASTER_ADDR, MASTER_PORT, NODE_RANK), as a cluster
     sets them, with two launches of train.py on this machine: the same global batches as one
-    node with two processes, so the same parameters."""
+    node with two processes, so the same parameters; the validation of the last update, split
+    across the nodes, scores what one process scores on the same checkpoint."""
     corpus = reversal_corpus(tmp_path / "corpus")
     shared = {
         "trainer.strategy": "ddp",
         "trainer.max_steps": 6,
-        "trainer.limit_val_batches": 0,
         "data.data_dir": str(tmp_path / "data"),  # prepared by the first run
     }
 
-    def saving(directory: str) -> tuple[str, str]:
+    def saving(directory: str) -> tuple[str, ...]:
         return (
             "--trainer.callbacks+=tests.training_helpers.SaveRankParameters",
             f"--trainer.callbacks.directory={tmp_path / directory}",
+            "--trainer.callbacks+=tests.training_helpers.SaveMetrics",
+            f"--trainer.callbacks.path={tmp_path / directory / 'metrics.json'}",
         )
 
     train_py(
@@ -154,3 +156,19 @@ def test_two_nodes_of_one_process_train_like_one_node_of_two(tmp_path: Path) -> 
         two = torch.load(tmp_path / f"two_nodes/rank{rank}.pt")
         for name, parameter in one.items():
             torch.testing.assert_close(two[name], parameter, rtol=1e-6, atol=1e-7, msg=name)
+
+    alone = tmp_path / "alone.json"
+    train_py(
+        "validate",
+        *tiny_run_args(corpus, tmp_path / "alone", **{"data.data_dir": str(tmp_path / "data")}),
+        f"--ckpt_path={tmp_path / 'two/run/checkpoints/last.ckpt'}",
+        "--trainer.callbacks+=tests.training_helpers.SaveMetrics",
+        f"--trainer.callbacks.path={alone}",
+    )
+    scores = {
+        name: json.loads(path.read_text())
+        for name, path in (("two nodes", tmp_path / "two_nodes/metrics.json"), ("alone", alone))
+    }
+    for metric in ("val/bleu", "val/chrf"):
+        assert scores["two nodes"][metric] == pytest.approx(scores["alone"][metric], abs=1e-6)
+    assert scores["alone"]["val/chrf"] > 0  # a score that tells models apart
