@@ -48,7 +48,9 @@ class TokenBatchSampler(Sampler[list[int]]):
     ) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
-        self.costs = np.maximum(src_lengths, tgt_lengths).astype(np.int64) + 1  # (N,)
+        # 4 bytes a pair, and 4 for an epoch's order: what millions of pairs cost in memory
+        self.costs = (np.maximum(src_lengths, tgt_lengths) + 1).astype(np.int32)  # (N,)
+        self.index_dtype = np.int32 if len(self.costs) < 2**31 else np.int64
         self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
@@ -80,11 +82,11 @@ class TokenBatchSampler(Sampler[list[int]]):
         """Every rank's batches for this epoch, identical on every rank."""
         if self.shuffle:
             generator = np.random.default_rng((self.seed, self.epoch))
-            order = generator.permutation(len(self.costs))  # random order within equal lengths
+            order = generator.permutation(len(self.costs)).astype(self.index_dtype)
             order = order[np.argsort(self.costs[order], kind="stable")]
         else:
             generator = None
-            order = np.argsort(self.costs, kind="stable")
+            order = np.argsort(self.costs, kind="stable").astype(self.index_dtype)
         batches = cut_batches(self.costs[order], self.max_tokens)
         if generator is not None:
             batches = [batches[i] for i in generator.permutation(len(batches))]

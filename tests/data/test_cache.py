@@ -25,6 +25,9 @@ def test_encodes_every_pair_in_order(
         assert tiny_tokenizer.decode_tgt([tgt.tolist()]) == [pairs[index][1]]
     assert encoded.tokens["src"].dtype == np.uint16
     assert list(encoded.line_numbers) == list(range(len(pairs)))
+    # every per-pair array stays on disk: millions of pairs cost page cache, not process memory
+    per_pair = [*encoded.tokens.values(), *encoded.offsets.values(), encoded.line_numbers]
+    assert all(isinstance(array, np.memmap) for array in per_pair)
 
 
 def test_filter_drops_and_counts(tiny_tokenizer: Tokenizer, tmp_path: Path) -> None:
