@@ -87,8 +87,12 @@ def decode_groups(checkpoint: str, size: int) -> dict[str, object]:
     translator = Translator.from_checkpoint(checkpoint, precision="fp32")
     sources, references = joined(german, size), joined(english, size)
     lengths = [len(ids) for ids in translator.encode(sources)]
-    report = {"group": size, "inputs": len(sources), "source_subwords_mean": np.mean(lengths)}
-    report["source_subwords_max"] = max(lengths)
+    report = {
+        "group": size,
+        "inputs": len(sources),
+        "source_subwords_mean": round(float(np.mean(lengths)), 1),
+        "source_subwords_max": max(lengths),
+    }
     for beam in (1, 5):
         start = time.perf_counter()
         hypotheses = translator.translate(sources, beam_size=beam)
@@ -103,7 +107,6 @@ def decode_groups(checkpoint: str, size: int) -> dict[str, object]:
                 BLEU().corpus_score(joined(alone, size), [references]).score, 2
             ),
         }
-    report["source_subwords_mean"] = round(float(report["source_subwords_mean"]), 1)
     report["peak_rss_mib"] = peak_rss_mib()
     return report
 

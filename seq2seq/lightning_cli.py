@@ -90,10 +90,10 @@ def auto_precision(accelerator: str | Accelerator) -> str:
     `bf16-mixed` when the device it picks has fast bf16, else `32-true`."""
     if isinstance(accelerator, Accelerator):
         device = {CUDAAccelerator: "cuda", CPUAccelerator: "cpu"}.get(type(accelerator))
-    elif accelerator in ("auto", "gpu"):  # Lightning's choice: a CUDA GPU when there is one
-        device = "cuda" if torch.cuda.is_available() else "cpu" if accelerator == "auto" else None
-    else:
-        device = {"cuda": "cuda", "cpu": "cpu"}.get(accelerator)
+    elif accelerator in ("auto", "gpu") and torch.cuda.is_available():  # Lightning's choice
+        device = "cuda"
+    else:  # without CUDA, "gpu" is another kind (Apple's MPS) and "auto" may be the CPU
+        device = {"auto": "cpu", "cuda": "cuda", "cpu": "cpu"}.get(accelerator)
     fast = device is not None and has_fast_bf16(torch.device(device))
     return "bf16-mixed" if fast else "32-true"
 

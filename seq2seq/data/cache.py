@@ -38,9 +38,11 @@ class EncodedCorpus:
         meta = json.loads((self.directory / "meta.json").read_text())
         self.report = FilterReport(**meta["report"])
         # memory-mapped like the tokens: per-pair arrays stay pages the kernel can drop
-        self.offsets = {side: _load(self.directory / f"{side}.offsets.npy") for side in SIDES}
+        self.offsets = {
+            side: np.load(self.directory / f"{side}.offsets.npy", mmap_mode="r") for side in SIDES
+        }
         self.tokens = {side: _open_tokens(self.directory, side, meta["dtype"]) for side in SIDES}
-        self.line_numbers = _load(self.directory / "line_numbers.npy")
+        self.line_numbers = np.load(self.directory / "line_numbers.npy", mmap_mode="r")
 
     def __len__(self) -> int:
         return len(self.line_numbers)
@@ -62,11 +64,6 @@ class EncodedCorpus:
     def _side(self, side: str, index: int) -> np.ndarray:
         offsets = self.offsets[side]
         return self.tokens[side][offsets[index] : offsets[index + 1]]
-
-
-def _load(path: Path) -> np.ndarray:
-    """A saved array, memory-mapped (read-only)."""
-    return np.load(path, mmap_mode="r")
 
 
 def _open_tokens(directory: Path, side: str, dtype: str) -> np.ndarray:

@@ -50,7 +50,6 @@ class TokenBatchSampler(Sampler[list[int]]):
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         # 4 bytes a pair, and 4 for an epoch's order: what millions of pairs cost in memory
         self.costs = (np.maximum(src_lengths, tgt_lengths) + 1).astype(np.int32)  # (N,)
-        self.index_dtype = np.int32 if len(self.costs) < 2**31 else np.int64
         self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
@@ -80,13 +79,14 @@ class TokenBatchSampler(Sampler[list[int]]):
 
     def _all_batches(self) -> list[np.ndarray]:
         """Every rank's batches for this epoch, identical on every rank."""
+        index = np.int32 if len(self.costs) < 2**31 else np.int64
         if self.shuffle:
             generator = np.random.default_rng((self.seed, self.epoch))
-            order = generator.permutation(len(self.costs)).astype(self.index_dtype)
+            order = generator.permutation(len(self.costs)).astype(index)
             order = order[np.argsort(self.costs[order], kind="stable")]
         else:
             generator = None
-            order = np.argsort(self.costs, kind="stable").astype(self.index_dtype)
+            order = np.argsort(self.costs, kind="stable").astype(index)
         batches = cut_batches(self.costs[order], self.max_tokens)
         if generator is not None:
             batches = [batches[i] for i in generator.permutation(len(batches))]
