@@ -29,7 +29,7 @@ from seq2seq.decoding.search import SearchOptions
 from seq2seq.errors import require
 from seq2seq.metrics import TranslationScores
 from seq2seq.model.loss import label_smoothed_loss
-from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+from seq2seq.model.seq2seq import OUTPUT_ROWS_MULTIPLE, Seq2Seq, Seq2SeqConfig
 from seq2seq.plain import dataclass_of, from_plain, to_plain
 from seq2seq.schedules import Budget, Schedule
 from seq2seq.translator import Translator
@@ -55,6 +55,10 @@ class TranslationModule(L.LightningModule):
         init_from: fine-tuning: a checkpoint whose weights training starts from, with a fresh
             optimizer, schedule and step count (its tokenizer becomes the data's: the
             vocabulary stays). Not a resumption: `--ckpt_path` continues a run exactly.
+        output_rows_multiple: shape bucketing of the output layer: its rows (the batch's target
+            tokens) are padded to a multiple of this, so that its GEMMs see a few recurring
+            shapes (oneDNN's bf16 GEMMs build a primitive per new shape; CUDA graphs need fixed
+            shapes); 1 pads nothing. The padding adds no loss and no gradient.
     """
 
     def __init__(
@@ -69,10 +73,15 @@ class TranslationModule(L.LightningModule):
         test_search: SearchOptions = SearchOptions(),
         seed: int = 1,
         init_from: str | None = None,
+        output_rows_multiple: int = OUTPUT_ROWS_MULTIPLE,
     ) -> None:
         super().__init__()
         schedules.check_optimizer_settings(learning_rate, weight_decay)
         require(0 <= label_smoothing < 1, f"label_smoothing must be in [0, 1): {label_smoothing}")
+        require(
+            output_rows_multiple >= 1,
+            f"output_rows_multiple must be at least 1, not {output_rows_multiple}",
+        )
         # checkpoints hold plain types (weights_only loading): objects are stored as dicts
         architecture = dataclass_of(Seq2SeqConfig, architecture)
         self.scheduler = from_plain(Schedule, scheduler)
@@ -121,8 +130,9 @@ class TranslationModule(L.LightningModule):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Label-smoothed loss, NLL per target token and the token count of a batch."""
         positions = batch.tgt_out != PAD_ID  # (B, T)
-        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, positions)  # (N, V)
-        target = batch.tgt_out[positions]  # (N,)
+        multiple = self.hparams.output_rows_multiple
+        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, positions, multiple)
+        target = batch.tgt_out[positions]  # (N,), the first N of the logits' (N', V)
         return label_smoothed_loss(logits, target, self.hparams.label_smoothing)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

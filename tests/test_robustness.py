@@ -309,6 +309,12 @@ CASES = [
     ),
     Case(
         T,
+        "output rows padded to a multiple of 0",
+        (*TRAIN, "--model.output_rows_multiple=0"),
+        expect="output_rows_multiple must be at least 1, not 0",
+    ),
+    Case(
+        T,
         "a vocabulary too small for the special ids",
         (*TRAIN, "--data.vocab_size=3"),
         expect="vocab_size must be at least 5, not 3",

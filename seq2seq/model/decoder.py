@@ -152,10 +152,17 @@ class Decoder(nn.Module):
         return SearchWeights(scaled @ weights.input[0].t(), weights)  # (V, G*H)
 
     def forward(
-        self, state: DecoderState, tgt_in: torch.Tensor, positions: torch.Tensor | None = None
+        self,
+        state: DecoderState,
+        tgt_in: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        rows_multiple: int = 1,
     ) -> torch.Tensor:
-        """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V), or (N, V) at the N True
-        `positions` (B, T) only (the loss skips padding: no output layer work for it)."""
+        """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V), or (N', V) at the N True
+        `positions` (B, T) only (the loss skips padding: no output layer work for it), N' = N
+        rounded up to `rows_multiple` with zero rows: shape bucketing, so that the output
+        layer's GEMMs see a few recurring row counts instead of a new one every batch (bf16
+        on the CPU builds a oneDNN primitive per new shape)."""
         embedded = self._embed(tgt_in)  # (B, T, E)
         weights = self.step_weights()
         embedding_projection = embedded @ weights.input[0].t()  # (B, T, G*H), hoisted
@@ -171,9 +178,11 @@ class Decoder(nn.Module):
         top, context = torch.stack(tops, 1), torch.stack(contexts, 1)  # (B, T, H), (B, T, M)
         output_mask = self._output_mask(embedded)  # (B, 1, E)
         if positions is not None:
-            top, context, embedded = top[positions], context[positions], embedded[positions]
+            selected = (values[positions] for values in (top, context, embedded))
+            top, context, embedded = (_padded_rows(v, rows_multiple) for v in selected)  # (N', *)
             if output_mask is not None:  # each position keeps its sentence's mask
                 output_mask = output_mask.expand(-1, positions.shape[1], -1)[positions]  # (N, E)
+                output_mask = _padded_rows(output_mask, rows_multiple)
         return self._logits(top, context, embedded, output_mask)
 
     def step(
@@ -279,6 +288,12 @@ class Decoder(nn.Module):
         one GEMM."""
         pre_output = torch.tanh(self.pre_output(torch.cat((top, context, embedded), dim=-1)))
         return self.output(_masked(pre_output, output_mask))
+
+
+def _padded_rows(values: torch.Tensor, multiple: int) -> torch.Tensor:
+    """(N, X) -> (N', X): zero rows appended up to a multiple of `multiple`."""
+    extra = -values.shape[0] % multiple
+    return nn.functional.pad(values, (0, 0, 0, extra)) if extra else values
 
 
 def _masked(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

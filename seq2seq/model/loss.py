@@ -1,6 +1,7 @@
 """Label-smoothed cross-entropy with a hand-written backward pass.
 
-Shapes: N target positions (padding already left out), V vocabulary.
+Shapes: N target positions (padding already left out), V vocabulary; N' >= N logits rows, of
+which the rows past N are shape-bucketing padding (see Decoder.forward): no loss, zero gradient.
 
 With log-probabilities l = log_softmax(z) of the logits z and smoothing eps, a position's loss and
 its gradient are
@@ -20,6 +21,7 @@ autograd's in-place error instead of returning a wrong gradient).
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def label_smoothed_loss(
@@ -27,7 +29,8 @@ def label_smoothed_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Mean label-smoothed loss and mean NLL (for perplexity, detached) per token, and N.
 
-    logits (N, V), target (N,) ids; equals F.cross_entropy(..., label_smoothing=smoothing).
+    logits (N', V), target (N,) ids: the first N rows are the targets' logits, any further rows
+    padding; equals F.cross_entropy(logits[:N], target, label_smoothing=smoothing).
     """
     dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16/fp16 logits: in fp32
     losses, nll = _SmoothedCrossEntropy.apply(logits.to(dtype), target, smoothing)  # (N,), (N,)
@@ -40,9 +43,10 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     def forward(
         ctx, logits: torch.Tensor, target: torch.Tensor, smoothing: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        log_probs = torch.log_softmax(logits, dim=-1)  # (N, V)
-        nll = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)  # (N,)
-        uniform = -log_probs.mean(dim=-1)  # (N,)
+        log_probs = torch.log_softmax(logits, dim=-1)  # (N', V)
+        real = log_probs[: target.shape[0]]  # (N, V)
+        nll = -real.gather(1, target.unsqueeze(1)).squeeze(1)  # (N,)
+        uniform = -real.mean(dim=-1)  # (N,)
         ctx.save_for_backward(log_probs, target)
         ctx.smoothing = smoothing
         ctx.mark_non_differentiable(nll)
@@ -54,8 +58,10 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     ) -> tuple[torch.Tensor, None, None]:
         log_probs, target = ctx.saved_tensors
         smoothing, vocab_size = ctx.smoothing, log_probs.shape[-1]
-        scale = grad_losses.unsqueeze(1)  # (N, 1)
-        probs = log_probs.exp_()  # (N, V), in place: nothing else reads the log-probabilities
+        padding = log_probs.shape[0] - target.shape[0]
+        scale = nn.functional.pad(grad_losses, (0, padding)).unsqueeze(1)  # (N', 1), padding 0
+        probs = log_probs.exp_()  # (N', V), in place: nothing else reads the log-probabilities
         grad = torch.addcmul(scale * (-smoothing / vocab_size), probs, scale, out=probs)
-        grad.scatter_add_(1, target.unsqueeze(1), scale * -(1.0 - smoothing))  # (N, V)
+        real = scale[: target.shape[0]]  # (N, 1)
+        grad[: target.shape[0]].scatter_add_(1, target.unsqueeze(1), real * -(1.0 - smoothing))
         return grad, None, None

@@ -27,6 +27,10 @@ SIZES = (
     "attention_size",
 )
 
+# The output layer's rows in training padded to a multiple of this (Decoder.forward): the row
+# counts of Multi30k batches then recur, about 1.5% more output-layer rows (bench/gemm_shapes.py).
+OUTPUT_ROWS_MULTIPLE = 64
+
 
 class StepOutput(NamedTuple):
     """What a search step returns."""
@@ -183,11 +187,13 @@ class Seq2Seq(nn.Module):
         src_lengths: torch.Tensor,
         tgt_in: torch.Tensor,
         positions: torch.Tensor | None = None,
+        rows_multiple: int = 1,
     ) -> torch.Tensor:
-        """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V), or (N, V) at the N True
-        target `positions` (B, T) only."""
+        """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V), or (N', V) at the N True
+        target `positions` (B, T) only, zero-padded to a multiple of `rows_multiple` rows (see
+        Decoder.forward)."""
         state = self.decoder.initial_state(self.encode(src, src_lengths))
-        return self.decoder(state, tgt_in, positions)
+        return self.decoder(state, tgt_in, positions, rows_multiple)
 
     def step(self, state: DecoderState, tokens: torch.Tensor) -> StepOutput:
         """The search API: previous tokens (B,) -> log-probabilities (B, V), state, attention."""

@@ -27,6 +27,19 @@ def test_loss_nll_and_gradient_equal_torch_cross_entropy(
     assert not nll.requires_grad and tokens == 9
 
 
+def test_padding_rows_past_the_targets_add_no_loss_and_get_a_zero_gradient() -> None:
+    logits, target = logits_and_target(torch.float64)
+    padded = torch.cat((logits, 5 * torch.randn(7, 11, dtype=torch.float64)))  # (16, V)
+    loss, nll, tokens = label_smoothed_loss(padded, target, 0.1)
+    (gradient,) = torch.autograd.grad(loss, padded)
+    expected = F.cross_entropy(logits, target, label_smoothing=0.1)
+    (expected_gradient,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(nll, F.cross_entropy(logits, target).detach())
+    torch.testing.assert_close(gradient[:9], expected_gradient)
+    assert tokens == 9 and torch.equal(gradient[9:], torch.zeros(7, 11, dtype=torch.float64))
+
+
 def test_backward_matches_central_differences() -> None:
     """The hand-written backward against the loss's own numerical derivative (float64)."""
     logits, target = logits_and_target(torch.float64)

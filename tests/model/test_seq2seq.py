@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from seq2seq.model.cells import CELL_TYPES
+from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 from tests import models
 from tests.models import SMALL_SIZES as SMALL
@@ -104,6 +105,27 @@ def test_logits_at_positions_are_the_full_logits_rows_with_the_same_gradients() 
     torch.testing.assert_close(packed, full)
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, expected[name], msg=name)
+
+
+@pytest.mark.parametrize("multiple", [4, 8, 64])
+def test_output_rows_padded_to_a_multiple_change_no_logit_loss_or_gradient(multiple: int) -> None:
+    src, lengths = source_batch()
+    tgt_in = torch.randint(4, 60, (3, 5))
+    positions = torch.arange(5) < torch.tensor([[5], [2], [4]])  # (B, T): N = 11 positions
+    target = torch.randint(4, 60, (11,))
+    results = []
+    for rows_multiple in (1, multiple):
+        model = small_model()  # the same seed: the same weights, the same dropout masks
+        logits = model(src, lengths, tgt_in, positions, rows_multiple)
+        loss, _, _ = label_smoothed_loss(logits, target, 0.1)
+        loss.backward()
+        results.append((logits, loss, {n: p.grad for n, p in model.named_parameters()}))
+    (plain, plain_loss, plain_grads), (padded, padded_loss, padded_grads) = results
+    assert plain.shape == (11, 60) and padded.shape == (-(-11 // multiple) * multiple, 60)
+    torch.testing.assert_close(padded[:11], plain)
+    torch.testing.assert_close(padded_loss, plain_loss)
+    for name, gradient in plain_grads.items():
+        torch.testing.assert_close(padded_grads[name], gradient, msg=name)
 
 
 def test_state_reorder_selects_and_repeats_rows() -> None:
