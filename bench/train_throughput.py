@@ -14,19 +14,24 @@ as dispatched (`mfu_gemms_alone`): the bound of any work on the rest of the step
 Variants: `fused` (no layer norm, no dropout: the encoder runs torch's fused LSTM kernel) and
 `ln_dropout` (the reference: layer norm and variational dropout), each in fp32 and, where the
 device has fast bf16 (CUDA, or a CPU with AVX-512 BF16 / AMX), bf16 autocast as Lightning's
-`bf16-mixed` runs it (no autocast weight cache). Prints JSON.
+`bf16-mixed` runs it (no autocast weight cache); each with the output layer's rows padded to
+every multiple of --output-rows-multiples (training's shape bucketing; 1: none). The JSON also
+gives the batches' padding: source and target positions, and each variant's output-layer rows,
+beyond the real ones. Prints JSON.
 
 The model is the architecture of the training configs named by --config (later files
 override earlier ones, as in train.py), the reference model by default.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/train_throughput.py [--steps 10] \
-        [--config configs/multi30k_de_en.yaml --config configs/large.yaml] [--device cuda]
+        [--config configs/multi30k_de_en.yaml --config configs/large.yaml] [--device cuda] \
+        [--output-rows-multiples 1,64]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import resource
 import statistics
@@ -43,7 +48,7 @@ from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.datamodule import TranslationDataModule
 from seq2seq.model.autocast import has_fast_bf16
 from seq2seq.model.loss import label_smoothed_loss
-from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+from seq2seq.model.seq2seq import OUTPUT_ROWS_MULTIPLE, Seq2Seq, Seq2SeqConfig
 from seq2seq.schedules import build_optimizer
 
 NO_DROPOUT = {"embedding_dropout": 0.0, "dropout": 0.0, "recurrent_dropout": 0.0}
@@ -108,6 +113,22 @@ def step_flops(config: Seq2SeqConfig, batch: Batch) -> float:
     return 3.0 * forward
 
 
+def batch_padding(batches: list[Batch]) -> dict[str, float]:
+    """Padded source and target positions beyond the real ones, as a share of the real ones."""
+    sources = sum(int(b.src_lengths.sum()) for b in batches)
+    targets = sum(b.num_tgt_tokens for b in batches)
+    return {
+        "source": round(sum(b.src.numel() for b in batches) / sources - 1, 4),
+        "target": round(sum(b.tgt_out.numel() for b in batches) / targets - 1, 4),
+    }
+
+
+def output_rows_padding(batches: list[Batch], multiple: int) -> float:
+    """The output layer's padding rows (rows rounded up to `multiple`) over its real rows."""
+    real = [b.num_tgt_tokens for b in batches]
+    return sum(-(-n // multiple) * multiple for n in real) / sum(real) - 1
+
+
 def gemm_peak(config: Seq2SeqConfig, batch: Batch, device: str, dtype: torch.dtype) -> float:
     """Highest FLOP/s of torch.matmul over the model's large GEMM shapes."""
     b, s = batch.src.shape
@@ -135,7 +156,14 @@ def gemm_peak(config: Seq2SeqConfig, batch: Batch, device: str, dtype: torch.dty
     return best
 
 
-def train_step(model, optimizer, batch: Batch, precision: str, device: str) -> float:
+def train_step(
+    model,
+    optimizer,
+    batch: Batch,
+    precision: str,
+    device: str,
+    rows_multiple: int = OUTPUT_ROWS_MULTIPLE,
+) -> float:
     start = time.perf_counter()
     autocast = (  # as Lightning's bf16-mixed plugin: no weight cache
         torch.autocast(device.split(":")[0], dtype=torch.bfloat16, cache_enabled=False)
@@ -144,7 +172,7 @@ def train_step(model, optimizer, batch: Batch, precision: str, device: str) -> f
     )
     positions = batch.tgt_out != PAD_ID  # (B, T)
     with autocast:
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in, positions)  # (N, V)
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in, positions, rows_multiple)
     loss, _, _ = label_smoothed_loss(logits, batch.tgt_out[positions], 0.1)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -154,13 +182,13 @@ def train_step(model, optimizer, batch: Batch, precision: str, device: str) -> f
     return time.perf_counter() - start
 
 
-def gemm_seconds(model, optimizer, batches: list[Batch], precision: str, device: str):
+def gemm_seconds(model, optimizer, batches: list[Batch], precision: str, device: str, rows: int):
     """(seconds inside GEMM ops, wall seconds) of a profiled pass of training steps. On the CPU a
     GEMM op's self time includes what oneDNN spends building a primitive for a new bf16 shape."""
     cuda = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as profiler:
-        wall = sum(train_step(model, optimizer, b, precision, device) for b in batches)
+        wall = sum(train_step(model, optimizer, b, precision, device, rows) for b in batches)
     events = [event for event in profiler.key_averages() if event.key in GEMM_OPS]
     gemm = sum(e.device_time_total if cuda else e.self_cpu_time_total for e in events) / 1e6
     return gemm, wall
@@ -194,6 +222,12 @@ def main() -> None:
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}"
     )
+    parser.add_argument(
+        "--output-rows-multiples",
+        default=str(OUTPUT_ROWS_MULTIPLE),
+        help="comma-separated: the output layer's rows padded to each (1: none); default: "
+        "training's",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()  # as train.py and the seq2seq command run
@@ -202,16 +236,20 @@ def main() -> None:
     runs = {}
     for name in args.variants.split(","):
         options = VARIANTS[name]
-        for precision in precisions(args.device):
+        for precision, rows in itertools.product(
+            precisions(args.device), map(int, args.output_rows_multiples.split(","))
+        ):
             torch.manual_seed(0)
             model = Seq2Seq(Seq2SeqConfig(**{**sizes, **options})).to(args.device)
             optimizer = build_optimizer(model.parameters(), "adam", 1e-3, 0.0)
             for batch in batches[: args.warmup]:
-                train_step(model.train(), optimizer, batch, precision, args.device)
-            runs[f"{name}/{precision}"] = (model, optimizer, precision, [])
+                train_step(model.train(), optimizer, batch, precision, args.device, rows)
+            runs[f"{name}/{precision}/rows={rows}"] = (model, optimizer, precision, rows, [])
     for _ in range(args.rounds):
-        for model, optimizer, precision, times in runs.values():
-            times += [train_step(model, optimizer, b, precision, args.device) for b in batches]
+        for model, optimizer, precision, rows, times in runs.values():
+            times += [
+                train_step(model, optimizer, b, precision, args.device, rows) for b in batches
+            ]
     training_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the profiler's
     config = next(iter(runs.values()))[0].config
     flops = statistics.mean(step_flops(config, b) for b in batches)
@@ -223,12 +261,12 @@ def main() -> None:
         for precision in precisions(args.device)
     }
     results = {}
-    for key, (model, optimizer, precision, times) in runs.items():
+    for key, (model, optimizer, precision, rows, times) in runs.items():
         peak = peaks[precision]
         step = statistics.median(times)
         breakdown = {"gemm_time_share": None, "mfu_gemms_alone": None}
         if not model.config.fused_encoder:
-            gemm, profiled = gemm_seconds(model, optimizer, batches, precision, args.device)
+            gemm, profiled = gemm_seconds(model, optimizer, batches, precision, args.device, rows)
             breakdown = {
                 "gemm_time_share": round(gemm / profiled, 3),
                 "mfu_gemms_alone": round(flops * len(batches) / gemm / peak, 3),
@@ -240,6 +278,7 @@ def main() -> None:
             "model_gflop_per_s": round(flops / step / 1e9, 2),
             "gemm_peak_gflop_per_s": round(peak / 1e9, 1),
             "mfu": round(flops / step / peak, 3),
+            "output_rows_padding": round(output_rows_padding(batches, rows), 4),
             **breakdown,
         }
     print(
@@ -255,6 +294,7 @@ def main() -> None:
                 "mean_target_tokens_per_batch": round(tokens),
                 "mean_sentences_per_batch": round(sentences, 1),
                 "analytic_gflop_per_step": round(flops / 1e9, 2),
+                "padding": batch_padding(batches),
                 "peak_rss_mib": round(training_rss / 1024),
                 "variants": results,
             },

@@ -72,5 +72,38 @@ def test_gemm_seconds_finds_the_gemms_of_a_step() -> None:
     model = Seq2Seq(config).train()
     optimizer = torch.optim.Adam(model.parameters())
     batches = [_batch(config.tgt_vocab_size, np.random.default_rng(seed)) for seed in (1, 2)]
-    gemm, wall = bench.gemm_seconds(model, optimizer, batches, "fp32", "cpu")
+    gemm, wall = bench.gemm_seconds(model, optimizer, batches, "fp32", "cpu", 64)
     assert 0 < gemm < wall
+
+
+def test_hit_rate_replays_a_least_recently_used_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))  # gemm_shapes imports its sibling train_throughput
+    hit_rate = _bench_module("gemm_shapes").hit_rate
+    keys = ["a", "b", "c", "a", "c", "b"]
+    assert hit_rate(keys, capacity=2, counted_from=0) == 1 / 6  # only c's second call hits
+    assert hit_rate(keys, capacity=3, counted_from=0) == 3 / 6
+    assert hit_rate(keys, capacity=3, counted_from=3) == 1.0
+
+
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_gemm_census_sees_the_output_layer_rows_padded_forward_and_backward(
+    monkeypatch: pytest.MonkeyPatch, multiple: int
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    census = _bench_module("gemm_shapes")
+    config = Seq2SeqConfig(src_vocab_size=53, tgt_vocab_size=53, share_embeddings=True)
+    model = Seq2Seq(config).train()
+    batch = _batch(config.tgt_vocab_size, np.random.default_rng(0))
+    positions = batch.tgt_out != PAD_ID  # (B, T): N = 41 target tokens
+    recorder = census.GemmShapes()
+    with recorder:
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in, positions, multiple)
+        label_smoothed_loss(logits, batch.tgt_out[positions], 0.1)[0].backward()
+    recorder.end_step()
+    output_layer = [  # forward (N', E) x (E, V) and backward (N', V) x (V, E) with V = 53 words
+        operands[-2][0][0] for _, operands in recorder.keys if 53 in operands[-1][0]
+    ]
+    rows = -(-batch.num_tgt_tokens // multiple) * multiple
+    assert batch.num_tgt_tokens == 41 and output_layer == [rows, rows]
+    summary = census.summary(recorder, counted_from=0)
+    assert summary["gemm_calls"] == len(recorder.keys) > summary["distinct_shapes"] > 2
