@@ -53,7 +53,7 @@ class GemmShapes(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.keys: list[tuple] = []
-        self.step_ends: list[int] = []  # len(keys) after each training step or search batch
+        self.step_ends: list[int] = []  # len(keys) after each training step or search pass
 
     def end_step(self) -> None:
         """Mark the end of a training step (or of a search's pass over the test set)."""
