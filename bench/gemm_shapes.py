@@ -107,7 +107,7 @@ def training_census(datamodule: TranslationDataModule, epochs: int, rows_multipl
     torch.manual_seed(0)
     model = narrow_model().train()
     loader = datamodule.train_dataloader()
-    recorder, first_epoch = GemmShapes(), 0
+    recorder = GemmShapes()
     padded = {"source": [0, 0], "target": [0, 0], "output_rows": [0, 0]}  # [padded, real]
     for epoch in range(epochs):
         loader.batch_sampler.set_epoch(epoch)
@@ -126,19 +126,16 @@ def training_census(datamodule: TranslationDataModule, epochs: int, rows_multipl
             ):
                 padded[name][0] += total
                 padded[name][1] += real
-        first_epoch = first_epoch or len(recorder.keys)
     overhead = {name: round(total / real - 1, 4) for name, (total, real) in padded.items()}
+    first_epoch = recorder.step_ends[len(loader) - 1]  # every epoch has as many batches
     return {**summary(recorder, first_epoch), "padding": overhead}
 
 
-def search_census(checkpoint: str, beam: int, batch_tokens: int) -> dict:
-    directory = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
-    sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
-    translator = Translator.from_checkpoint(checkpoint, "cpu", "fp32")
+def search_census(translator: Translator, sources: list[str], beam: int, tokens: int) -> dict:
     recorder = GemmShapes()
     with recorder:
         for _ in range(2):  # a pass over the test set is a "step" here
-            translator.translate_nbest(sources, SearchOptions(beam_size=beam), batch_tokens)
+            translator.translate_nbest(sources, SearchOptions(beam_size=beam), tokens)
             recorder.end_step()
     return summary(recorder, recorder.step_ends[0])
 
@@ -166,8 +163,11 @@ def main() -> None:
         },
     }
     if args.checkpoint:
+        translator = Translator.from_checkpoint(args.checkpoint, "cpu", "fp32")
+        directory = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
+        sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
         report["search"] = {
-            f"beam={b}": search_census(args.checkpoint, int(b), args.batch_tokens)
+            f"beam={b}": search_census(translator, sources, int(b), args.batch_tokens)
             for b in args.beams.split(",")
         }
     print(json.dumps(report, indent=2))

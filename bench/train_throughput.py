@@ -47,6 +47,7 @@ from seq2seq.data.batch import Batch
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.datamodule import TranslationDataModule
 from seq2seq.model.autocast import has_fast_bf16
+from seq2seq.model.decoder import padded_count
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import OUTPUT_ROWS_MULTIPLE, Seq2Seq, Seq2SeqConfig
 from seq2seq.schedules import build_optimizer
@@ -126,7 +127,7 @@ def batch_padding(batches: list[Batch]) -> dict[str, float]:
 def output_rows_padding(batches: list[Batch], multiple: int) -> float:
     """The output layer's padding rows (rows rounded up to `multiple`) over its real rows."""
     real = [b.num_tgt_tokens for b in batches]
-    return sum(-(-n // multiple) * multiple for n in real) / sum(real) - 1
+    return sum(padded_count(n, multiple) for n in real) / sum(real) - 1
 
 
 def gemm_peak(config: Seq2SeqConfig, batch: Batch, device: str, dtype: torch.dtype) -> float:

@@ -290,9 +290,14 @@ class Decoder(nn.Module):
         return self.output(_masked(pre_output, output_mask))
 
 
+def padded_count(count: int, multiple: int) -> int:
+    """`count` rounded up to a multiple of `multiple`: the output layer's rows in training."""
+    return -(-count // multiple) * multiple
+
+
 def _padded_rows(values: torch.Tensor, multiple: int) -> torch.Tensor:
-    """(N, X) -> (N', X): zero rows appended up to a multiple of `multiple`."""
-    extra = -values.shape[0] % multiple
+    """(N, X) -> (N', X): zero rows appended up to N' = padded_count(N, multiple)."""
+    extra = padded_count(values.shape[0], multiple) - values.shape[0]
     return nn.functional.pad(values, (0, 0, 0, extra)) if extra else values
 
 
