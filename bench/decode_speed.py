@@ -4,14 +4,15 @@ Greedy and beam search across batch budgets (source tokens per batch, padding in
 fp32 and, where the device has fast bf16 (AMX / AVX-512 BF16, CUDA), under bf16 autocast: the
 same weights, so the BLEU of the two is the cost of bf16 in search. With `--model DIR` (an
 export of the checkpoint) and `--engines torch,onnxruntime`, the same searches also run in
-ONNX Runtime (fp32) with as many threads, alternated with PyTorch's.
+ONNX Runtime (fp32) with as many threads, alternated with PyTorch's; with `--shortlist FILE`
+(seq2seq shortlist), PyTorch searches with and without it, alternated.
 "Search" time is translation only: the checkpoint is loaded and the sentences are read before
 the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/decode_speed.py \
         --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--checkpoint B.ckpt (ensemble)] \
         [--threads 2] [--precisions fp32] [--device cuda] \
-        [--engines torch,onnxruntime --model EXPORT_DIR]
+        [--engines torch,onnxruntime --model EXPORT_DIR] [--shortlist FILE]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.corpus import read_lines
 from seq2seq.decoding.search import SearchOptions
 from seq2seq.model.autocast import has_fast_bf16
+from seq2seq.shortlist import Shortlist
 from seq2seq.translator import Translator
 
 
@@ -46,6 +48,7 @@ def measure(
     return {
         "engine": translator.engine,
         "precision": translator.precision,
+        "shortlist": translator.shortlist is not None,
         "beam": beam,
         "batch_tokens": batch_tokens,
         "seconds": round(seconds, 2),
@@ -77,6 +80,9 @@ def main() -> None:
         "--engines", default="torch", help="comma-separated: torch, onnxruntime (needs --model)"
     )
     parser.add_argument("--model", help="the checkpoint's export (seq2seq export), for onnxruntime")
+    parser.add_argument(
+        "--shortlist", help="a seq2seq shortlist file: torch searches with and without it"
+    )
     args = parser.parse_args()
     fast_bf16 = has_fast_bf16(torch.device(args.device))
     precisions = args.precisions or ("fp32,bf16" if fast_bf16 else "fp32")
@@ -86,9 +92,11 @@ def main() -> None:
     sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
     references = list(read_lines(directory / "test_2016_flickr.en.gz"))
     engines = args.engines.split(",")
+    shortlists = [None] + ([Shortlist.load(args.shortlist)] if args.shortlist else [])
     translators = [
-        Translator.from_checkpoints(args.checkpoint, args.device, precision)
+        Translator.from_checkpoints(args.checkpoint, args.device, precision, shortlist)
         for precision in precisions.split(",")
+        for shortlist in shortlists
         if "torch" in engines
     ]
     if "onnxruntime" in engines:

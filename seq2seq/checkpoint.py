@@ -88,23 +88,29 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """The checkpoint at `path`, loaded with weights_only=True; a clear error if it cannot be.
     `mmap`: tensors are read from the file only when touched (cheap reads of metadata)."""
-    check_file(path)
-    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a cut one has no index
-        raise Seq2SeqError(f"cannot read checkpoint {path}: truncated or not a checkpoint")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        raise Seq2SeqError(
-            f"refusing to load {path}: it holds Python objects other than tensors and plain"
-            " values, which could run code (only weights_only checkpoints are accepted)"
-        ) from error
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        raise Seq2SeqError(
-            f"cannot read checkpoint {path}: truncated or not a checkpoint"
-        ) from error
+    checkpoint = load_torch_file(path, "checkpoint", map_location, mmap)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise Seq2SeqError(f"{path} is not a seq2seq checkpoint (no state_dict)")
     return checkpoint
+
+
+def load_torch_file(
+    path: str | Path, what: str, map_location: Any = "cpu", mmap: bool = False
+) -> Any:
+    """What torch.save wrote to `path` (a `what`: checkpoint, shortlist), loaded with
+    weights_only=True: tensors and plain values only; a one-line error if it cannot be."""
+    check_file(path)
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a cut one has no index
+        raise Seq2SeqError(f"cannot read {what} {path}: truncated or not a {what}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        raise Seq2SeqError(
+            f"refusing to load {path}: it holds Python objects other than tensors and plain"
+            f" values, which could run code (only weights_only {what}s are accepted)"
+        ) from error
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise Seq2SeqError(f"cannot read {what} {path}: truncated or not a {what}") from error
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

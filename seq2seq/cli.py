@@ -159,16 +159,28 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="bf16 autocast or fp32; auto: bf16 on a CUDA GPU with bf16, fp32 on CPUs",
     )
+    parser.add_argument(
+        "--shortlist",
+        type=Path,
+        metavar="FILE",
+        help="search each batch over the target words that seq2seq shortlist listed for its"
+        " source words (faster; torch engine)",
+    )
 
 
 def _load_translator(options: argparse.Namespace, **fixed: object) -> tuple:
     """The translator of `--checkpoint` (an ensemble when given more than once) and the search
     options asked for (with `fixed` ones), checked before any input is read."""
+    from seq2seq.shortlist import Shortlist
     from seq2seq.translator import Translator
 
-    if _engine(options) == "torch":
+    engine = _engine(options)
+    if engine == "onnxruntime" and options.shortlist:
+        raise Seq2SeqError("the onnxruntime engine searches every word: drop --shortlist")
+    shortlist = Shortlist.load(options.shortlist) if options.shortlist else None
+    if engine == "torch":
         translator = Translator.from_checkpoints(
-            options.checkpoint, options.device, options.precision
+            options.checkpoint, options.device, options.precision, shortlist
         )
     else:
         _require_extra("--engine onnxruntime", "export", "onnxruntime")
@@ -616,6 +628,40 @@ def export(args: list[str]) -> None:
     print(f"exported {options.checkpoint} to {directory}", file=sys.stderr)
 
 
+def shortlist(args: list[str]) -> None:
+    """`seq2seq shortlist`: the target words each source word may bring, from parallel text."""
+    parser = Parser(
+        prog="seq2seq shortlist",
+        description="Count which target subwords come with each source subword in a parallel"
+        " corpus (the training data) and keep the most frequent: --shortlist FILE then searches"
+        " each batch over those of its source words and the most frequent target words only.",
+    )
+    parser.add_argument("--checkpoint", "--ckpt_path", required=True, help="its tokenizer's ids")
+    parser.add_argument("--source", required=True, help="source side, one sentence a line")
+    parser.add_argument("--target", required=True, help="target side, line-aligned")
+    parser.add_argument("--output", required=True, type=Path, help="the shortlist file")
+    parser.add_argument(
+        "--per-word", type=positive_int, default=100, help="target words kept per source word"
+    )
+    parser.add_argument(
+        "--frequent", type=int, default=100, help="most frequent target words every batch may use"
+    )
+    options = parser.parse_args(args)
+    from seq2seq.shortlist import build_shortlist, encoded_pairs
+
+    if options.frequent < 0:
+        raise Seq2SeqError(f"--frequent must be 0 or more, not {options.frequent}")
+    _check_output(str(options.output), options.source)
+    make_directory(options.output.parent)
+    from seq2seq.checkpoint import load_checkpoint, tokenizer_of
+
+    tokenizer = tokenizer_of(load_checkpoint(options.checkpoint, mmap=True))
+    pairs = encoded_pairs(options.source, options.target, tokenizer)
+    built = build_shortlist(pairs, tokenizer, options.per_word, options.frequent)
+    built.save(options.output)
+    print(f"wrote {options.output}", file=sys.stderr)
+
+
 def train(args: list[str]) -> None:
     """`seq2seq train fit|validate|test|predict`: train.py itself (configs, --ckpt_path, ...)."""
     from seq2seq.lightning_cli import main as train_main  # Lightning: only when needed
@@ -633,6 +679,7 @@ COMMANDS = {
     "average": average,
     "serve": serve,
     "export": export,
+    "shortlist": shortlist,
 }
 
 

@@ -28,6 +28,7 @@ from seq2seq.errors import Seq2SeqError
 from seq2seq.model.autocast import has_fast_bf16
 from seq2seq.model.ensemble import Ensemble
 from seq2seq.model.seq2seq import Seq2Seq
+from seq2seq.shortlist import Shortlist
 
 if TYPE_CHECKING:
     from seq2seq.export.engine import OnnxModel
@@ -61,6 +62,7 @@ class Translator:
         tokenizer: its tokenizer.
         precision: `auto`, `fp32` or `bf16`.
         search: the default search options (a checkpoint's test options).
+        shortlist: the target words each batch may use (shortlist.py); None: all of them.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Translator:
         tokenizer: Tokenizer,
         precision: Precision = "auto",
         search: SearchOptions = SearchOptions(),
+        shortlist: Shortlist | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise Seq2SeqError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision}")
@@ -77,9 +80,17 @@ class Translator:
             self.device = next(model.parameters()).device
         elif precision == "bf16":
             raise Seq2SeqError("the onnxruntime engine searches in fp32: drop --precision bf16")
+        elif shortlist is not None:
+            raise Seq2SeqError("the onnxruntime engine searches every word: drop --shortlist")
         else:
             self.model, self.device = model, model.device
+        if shortlist is not None and shortlist.fingerprint != tokenizer.fingerprint:
+            raise Seq2SeqError(
+                "the shortlist was built for another tokenizer than the model's: build it with"
+                " seq2seq shortlist --checkpoint of this model"
+            )
         self.tokenizer = tokenizer
+        self.shortlist = shortlist
         if precision == "auto":
             cuda_bf16 = self.device.type == "cuda" and has_fast_bf16(self.device)
             precision = "bf16" if cuda_bf16 else "fp32"
@@ -90,14 +101,22 @@ class Translator:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "cpu", precision: Precision = "auto"
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        precision: Precision = "auto",
+        shortlist: Shortlist | None = None,
     ) -> Translator:
         """The translator of a checkpoint written by train.py, on `device`."""
-        return cls.from_checkpoints([path], device, precision)
+        return cls.from_checkpoints([path], device, precision, shortlist)
 
     @classmethod
     def from_checkpoints(
-        cls, paths: Sequence[str | Path], device: str = "cpu", precision: Precision = "auto"
+        cls,
+        paths: Sequence[str | Path],
+        device: str = "cpu",
+        precision: Precision = "auto",
+        shortlist: Shortlist | None = None,
     ) -> Translator:
         """The translator of several checkpoints searched as one ensemble (model/ensemble.py),
         on `device`; one checkpoint is that model alone. They must share the tokenizer; the
@@ -112,7 +131,7 @@ class Translator:
                     " share the tokenizer (train them on the same data settings)"
                 )
         model = first.model if len(loaded) == 1 else Ensemble([one.model for one in loaded])
-        return cls(model, first.tokenizer, precision, first.search)
+        return cls(model, first.tokenizer, precision, first.search, shortlist)
 
     @classmethod
     def from_export(
@@ -185,6 +204,7 @@ class Translator:
             return results
         items = [(np.asarray(sources[row], dtype=np.int64), _NO_TARGET, row) for row in rows]
         batch = collate(items).to(self.device)
+        vocabulary = self.shortlist.vocabulary(batch.src) if self.shortlist else None
         with self._precision():
             hypotheses = search(
                 self.model,
@@ -195,6 +215,7 @@ class Translator:
                 EOS_ID,
                 self.weights,
                 keep_attention,
+                vocabulary,
             )
         for row, nbest in zip(rows, hypotheses, strict=True):
             if not nbest:  # every candidate scored NaN

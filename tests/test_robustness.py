@@ -58,8 +58,9 @@ class Outcome:
 
 T, TR, EV, SC = "train.py", "translate", "evaluate", "score"
 PR, GF, SV, API = "prepare", "grad-flow", "serve", "Python API"
-EX = "export"
+EX, SL = "export", "shortlist"
 TRAIN = ("--data.corpus.train=[{w}/good]",)
+SHORTLIST = "--output={w}/out/shortlist.pt"
 CASES = [
     Case(T, "missing file", ("--data.corpus.train=[{w}/missing]",), expect="file not found"),
     Case(
@@ -592,6 +593,54 @@ CASES = [
         "--engine onnxruntime on cuda",
         ("--model={w}/dir.de", "--device=cuda"),
         expect="--engine onnxruntime runs on cpu, not --device cuda",
+    ),
+    Case(
+        TR,
+        "--shortlist: a file that is not one",
+        ("--shortlist={w}/good.de",),
+        expect="cannot read shortlist <tmp>/good.de: truncated or not a shortlist",
+    ),
+    Case(
+        TR,
+        "--shortlist with an export",
+        ("--model={w}/dir.de", "--shortlist={w}/good.de"),
+        expect="the onnxruntime engine searches every word: drop --shortlist",
+    ),
+    Case(
+        SL,
+        "source and target of different line counts",
+        ("--checkpoint={ckpt}", "--source={w}/uneven.de", "--target={w}/uneven.en", SHORTLIST),
+        expect="<tmp>/uneven.de has 3 lines, <tmp>/uneven.en has 2",
+    ),
+    Case(
+        SL,
+        "missing target file",
+        ("--checkpoint={ckpt}", "--source={w}/good.de", "--target={w}/none.en", SHORTLIST),
+        expect="not found",
+    ),
+    Case(
+        SL,
+        "no candidates per source word",
+        (
+            "--checkpoint={ckpt}",
+            "--source={w}/good.de",
+            "--target={w}/good.en",
+            "--per-word=0",
+            SHORTLIST,
+        ),
+        expect="must be a whole number of at least 1, not '0'",
+    ),
+    Case(
+        SL,
+        "a negative number of frequent words",
+        (
+            "--checkpoint={ckpt}",
+            "--source={w}/good.de",
+            "--target={w}/good.en",
+            "--frequent=-1",
+            SHORTLIST,
+        ),
+        expect="--frequent must be 0 or more, not -1",
     ),
 ]
 

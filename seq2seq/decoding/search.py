@@ -12,6 +12,7 @@ Shapes: B batch, S source length.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +41,11 @@ class Searchable(Protocol):
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Any:
         """Encode the (B, S) sources once."""
 
-    def initial_state(self, encoded: Any, search_weights: Any = None) -> Any:
-        """The state before the first target token."""
+    def initial_state(
+        self, encoded: Any, search_weights: Any = None, vocabulary: torch.Tensor | None = None
+    ) -> Any:
+        """The state before the first target token; with a `vocabulary` (V',) of target ids,
+        of a search over those alone, whose token ids are positions in it."""
 
     step: StepFunction
 
@@ -137,14 +141,34 @@ def search(
     eos_id: int,
     search_weights: Any = None,
     keep_attention: bool = False,
+    vocabulary: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The best hypotheses of every sentence in (B, S) source ids, best first (with attention
     weights, (output length + 1, S), when `keep_attention`). `search_weights`: the model's
-    `search_weights()`, built by the caller once for many searches."""
-    state = model.initial_state(model.encode(src, src_lengths), search_weights)
+    `search_weights()`, built by the caller once for many searches. `vocabulary`: sorted
+    target ids (V',), BOS and EOS among them, that the outputs may use (a shortlist,
+    shortlist.py); the model's probabilities are normalized over them."""
+    state = model.initial_state(model.encode(src, src_lengths), search_weights, vocabulary)
     strategy = STRATEGIES[options.strategy]
     sentences = sentences_of(src, src_lengths, options)
-    return strategy(model.step, state, sentences, options, bos_id, eos_id, keep_attention)
+    if vocabulary is None:
+        return strategy(model.step, state, sentences, options, bos_id, eos_id, keep_attention)
+    bos, eos = _positions(vocabulary, (bos_id, eos_id))
+    found = strategy(model.step, state, sentences, options, bos, eos, keep_attention)
+    ids = vocabulary.tolist()
+    return [
+        [dataclasses.replace(h, tokens=[ids[t] for t in h.tokens]) for h in nbest]
+        for nbest in found
+    ]
+
+
+def _positions(vocabulary: torch.Tensor, ids: tuple[int, ...]) -> list[int]:
+    """Where the target `ids` stand in the sorted `vocabulary` (V',); a ValueError if absent."""
+    wanted = torch.tensor(ids, device=vocabulary.device)
+    positions = torch.searchsorted(vocabulary, wanted).clamp_(max=vocabulary.numel() - 1)
+    if not torch.equal(vocabulary[positions], wanted):
+        raise ValueError(f"a search vocabulary must hold the ids {list(ids)} (BOS and EOS)")
+    return positions.tolist()
 
 
 def sentences_of(src: torch.Tensor, src_lengths: torch.Tensor, options: SearchOptions) -> Sentences:

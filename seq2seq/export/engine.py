@@ -82,8 +82,13 @@ class OnnxModel:
         """Nothing: the exported step holds its search weights."""
         return None
 
-    def initial_state(self, encoded: OnnxState, search_weights: None = None) -> OnnxState:
-        """The encoder's graph already ends with the decoder's initial state."""
+    def initial_state(
+        self, encoded: OnnxState, search_weights: None = None, vocabulary: None = None
+    ) -> OnnxState:
+        """The encoder's graph already ends with the decoder's initial state; the step's graph
+        scores the whole vocabulary (no `vocabulary` of a shortlist)."""
+        if vocabulary is not None:
+            raise Seq2SeqError("an exported model searches its whole vocabulary: no shortlist")
         return encoded
 
     def step(self, state: OnnxState, tokens: torch.Tensor) -> StepOutput:

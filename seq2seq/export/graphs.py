@@ -70,7 +70,13 @@ class DecoderStepGraph(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """See the class."""
         decoder = self.model.decoder
-        weights = SearchWeights(self.embedding_projections, decoder.step_weights())
+        weights = SearchWeights(
+            self.embedding_projections,
+            decoder.step_weights(),
+            decoder.embedding.weight,
+            decoder.output.weight,
+            decoder.output.bias,
+        )
         hidden = tuple(state[0].split(1))  # L x (1, R, H)
         cell = tuple(state[1].split(1)) if state.shape[0] == 2 else ()
         current = DecoderState(hidden, cell, memory, keys, padding_bias, weights)

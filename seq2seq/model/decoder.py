@@ -33,10 +33,26 @@ class StepWeights(NamedTuple):
 
 class SearchWeights(NamedTuple):
     """What every search step reads, built once from the current parameters by whoever owns
-    the search (`Decoder.search_weights`) and passed in with the initial state."""
+    the search (`Decoder.search_weights`) and passed in with the initial state. Row v of the
+    per-word tables is the step's token id v: target id v, or the v-th word of a shortlist
+    (`restricted`)."""
 
     embedding_projections: torch.Tensor  # (V, G*H) first layer's input projection of each word
     step: StepWeights
+    embeddings: torch.Tensor  # (V, E) each word's target embedding, unscaled
+    output_weight: torch.Tensor  # (V, E) the output layer's row of each word
+    output_bias: torch.Tensor  # (V,)
+
+    def restricted(self, vocabulary: torch.Tensor) -> SearchWeights:
+        """The weights of a search over `vocabulary` (V',) target ids alone: its steps read and
+        score those words only, token id i standing for vocabulary[i], and their log-softmax
+        normalizes over them."""
+        return self._replace(
+            embedding_projections=self.embedding_projections.index_select(0, vocabulary),
+            embeddings=self.embeddings.index_select(0, vocabulary),
+            output_weight=self.output_weight.index_select(0, vocabulary),
+            output_bias=self.output_bias.index_select(0, vocabulary),
+        )
 
 
 @dataclass
@@ -149,7 +165,9 @@ class Decoder(nn.Module):
         weights change needs a new one."""
         weights = self.step_weights()
         scaled = self.embedding.weight * self.embedding_scale  # (V, E)
-        return SearchWeights(scaled @ weights.input[0].t(), weights)  # (V, G*H)
+        table = scaled @ weights.input[0].t()  # (V, G*H)
+        output_weight, output_bias = (cast_once(p) for p in (self.output.weight, self.output.bias))
+        return SearchWeights(table, weights, self.embedding.weight, output_weight, output_bias)
 
     def forward(
         self,
@@ -188,19 +206,25 @@ class Decoder(nn.Module):
     def step(
         self, state: DecoderState, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
-        """One step from previous tokens (B,): logits (B, V), next state, attention (B, S)."""
-        embedded = self._embed(tokens.unsqueeze(1))  # (B, 1, E)
-        context, attention = self._attend(state)
-        no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
-        if state.search_weights is None:
+        """One step from previous tokens (B,): logits (B, V), next state, attention (B, S).
+        In search (state.search_weights), the ids and V are those of the search weights'
+        vocabulary (SearchWeights.restricted)."""
+        search = state.search_weights
+        if search is None:
+            embedded = self._embed(tokens.unsqueeze(1))  # (B, 1, E)
             weights = self.step_weights()
             projection = embedded[:, 0] @ weights.input[0].t()  # (B, G*H)
-        else:  # search: a row of the table instead of a GEMM
-            weights = state.search_weights.step
-            projection = state.search_weights.embedding_projections.index_select(0, tokens)
+            output = None  # the output layer's own parameters
+        else:  # search: rows of per-word tables instead of GEMMs; no dropout
+            embedded = search.embeddings.index_select(0, tokens).unsqueeze(1) * self.embedding_scale
+            weights = search.step
+            projection = search.embedding_projections.index_select(0, tokens)
+            output = (search.output_weight, search.output_bias)
+        context, attention = self._attend(state)
+        no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
         state, top = self._advance(state, projection, context, weights, no_dropout)
         output_mask = self._output_mask(embedded)
-        logits = self._logits(top.unsqueeze(1), context.unsqueeze(1), embedded, output_mask)
+        logits = self._logits(top.unsqueeze(1), context.unsqueeze(1), embedded, output_mask, output)
         return logits.squeeze(1), state, attention
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -283,11 +307,13 @@ class Decoder(nn.Module):
         context: torch.Tensor,
         embedded: torch.Tensor,
         output_mask: torch.Tensor | None,
+        output: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """(*, H), (*, M), (*, E) and a mask broadcastable to (*, E) -> (*, V), all steps in
-        one GEMM."""
+        one GEMM; `output`: the output layer's (V, E) weight and (V,) bias, if not its own."""
         pre_output = torch.tanh(self.pre_output(torch.cat((top, context, embedded), dim=-1)))
-        return self.output(_masked(pre_output, output_mask))
+        weight, bias = output or (self.output.weight, self.output.bias)
+        return nn.functional.linear(_masked(pre_output, output_mask), weight, bias)
 
 
 def padded_count(count: int, multiple: int) -> int:

@@ -63,13 +63,17 @@ class Ensemble(nn.Module):
         return tuple(model.search_weights() for model in self.members)
 
     def initial_state(
-        self, encoded: tuple[Any, ...], search_weights: tuple[Any, ...] | None = None
+        self,
+        encoded: tuple[Any, ...],
+        search_weights: tuple[Any, ...] | None = None,
+        vocabulary: torch.Tensor | None = None,
     ) -> EnsembleState:
-        """Each model's state before the first target token."""
+        """Each model's state before the first target token (over `vocabulary` (V',) alone,
+        if given: Seq2Seq.initial_state)."""
         weights = search_weights or (None,) * len(self.members)
         return EnsembleState(
             tuple(
-                model.initial_state(encoding, own)
+                model.initial_state(encoding, own, vocabulary)
                 for model, encoding, own in zip(self.members, encoded, weights, strict=True)
             )
         )

@@ -176,9 +176,16 @@ class Seq2Seq(nn.Module):
         return self.decoder.search_weights()
 
     def initial_state(
-        self, encoded: EncoderOutput, search_weights: SearchWeights | None = None
+        self,
+        encoded: EncoderOutput,
+        search_weights: SearchWeights | None = None,
+        vocabulary: torch.Tensor | None = None,
     ) -> DecoderState:
-        """The decoder state before the first target token (see Decoder.initial_state)."""
+        """The decoder state before the first target token (see Decoder.initial_state); with a
+        `vocabulary` (V',) of target ids, a search over those words alone: its token ids are
+        positions in it (SearchWeights.restricted)."""
+        if vocabulary is not None:
+            search_weights = (search_weights or self.search_weights()).restricted(vocabulary)
         return self.decoder.initial_state(encoded, search_weights)
 
     def forward(

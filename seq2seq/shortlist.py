@@ -1,0 +1,155 @@
+"""Lexical shortlists: the target words a batch's search may choose from. `seq2seq shortlist`
+builds one from a parallel corpus; `--shortlist FILE` searches with it.
+
+Search scores every hypothesis against the whole target vocabulary at every step: the output
+layer, its log-softmax and the top-k are about a third of beam search's time, yet most words
+cannot be right for a given source. A shortlist keeps, for each source subword, the `per_word`
+target subwords found most often in the same sentence pair as it (the highest co-occurrence
+counts, so the largest p(t | s)), plus the `frequent` most frequent target subwords; a batch
+searches over the union of its source subwords' lists, the frequent ones, BOS and EOS. This is
+Marian's lexical shortlist with sentence co-occurrence counts in place of word alignments.
+The model's probabilities are normalized over the union.
+
+Shapes: B sentences, S source length, V' target words a batch may use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seq2seq.checkpoint import load_torch_file, save_checkpoint
+from seq2seq.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from seq2seq.errors import Seq2SeqError
+from seq2seq.files import read_lines
+
+FORMAT = "seq2seq-shortlist"
+PAIRS_PER_CHUNK = 20_000  # sentence pairs counted at once: bounds the memory of the counting
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """The target candidates of every source subword, and the words every batch may use.
+
+    Args:
+        candidates: (source vocabulary, per_word) target ids of each source id, the most
+            frequent companion first; -1 where it has fewer.
+        frequent: (F,) target ids any batch may use: the most frequent, BOS and EOS.
+        fingerprint: the fingerprint of the tokenizer whose ids these are.
+    """
+
+    candidates: torch.Tensor
+    frequent: torch.Tensor
+    fingerprint: str
+
+    @property
+    def per_word(self) -> int:
+        """Candidates kept per source subword."""
+        return self.candidates.shape[1]
+
+    def vocabulary(self, src: torch.Tensor) -> torch.Tensor:
+        """(B, S) source ids (padding has no candidates) -> the sorted target ids (V',) that
+        their search may use, on src's device."""
+        words = torch.unique(src).cpu()
+        found = torch.cat((self.candidates[words].flatten(), self.frequent))
+        return torch.unique(found[found >= 0]).to(src.device)
+
+    def save(self, path: str | Path) -> None:
+        """Write the shortlist to `path` (a torch file, atomically)."""
+        save_checkpoint(
+            {
+                "format": FORMAT,
+                "candidates": self.candidates,
+                "frequent": self.frequent,
+                "fingerprint": self.fingerprint,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Shortlist:
+        """The shortlist `seq2seq shortlist` wrote to `path`; a one-line error if it is not."""
+        stored = load_torch_file(path, "shortlist")
+        if not isinstance(stored, dict) or stored.get("format") != FORMAT:
+            raise Seq2SeqError(f"{path} is not a shortlist: build one with seq2seq shortlist")
+        return cls(stored["candidates"], stored["frequent"], stored["fingerprint"])
+
+
+def build_shortlist(
+    pairs: Iterable[tuple[list[int], list[int]]],
+    tokenizer: Tokenizer,
+    per_word: int = 100,
+    frequent: int = 100,
+) -> Shortlist:
+    """The shortlist of a corpus of (source ids, target ids) sentence pairs in `tokenizer`'s
+    vocabularies: each source subword's `per_word` most frequent target companions (ties:
+    the more frequent target subword, then the lower id) and the `frequent` most frequent
+    target subwords."""
+    if per_word < 1 or frequent < 0:
+        raise Seq2SeqError(
+            f"a shortlist needs per_word >= 1 and frequent >= 0, not {per_word} and {frequent}"
+        )
+    sources, targets = tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
+    keys, counts, target_counts = co_occurrences(pairs, targets)
+    if keys.size == 0:
+        raise Seq2SeqError("the corpus has no sentence pair with words on both sides")
+    source, target = np.divmod(keys, targets)
+    order = np.lexsort((target, -target_counts[target], -counts, source))  # source first
+    source, target = source[order], target[order]
+    rank = np.arange(source.size) - np.searchsorted(source, source)  # within each source id
+    kept = rank < per_word
+    candidates = np.full((sources, per_word), -1, dtype=np.int32)
+    candidates[source[kept], rank[kept]] = target[kept]
+    by_frequency = np.lexsort((np.arange(targets), -target_counts))
+    common = by_frequency[:frequent][target_counts[by_frequency[:frequent]] > 0]
+    always = np.union1d(common, [BOS_ID, EOS_ID]).astype(np.int32)
+    return Shortlist(torch.from_numpy(candidates), torch.from_numpy(always), tokenizer.fingerprint)
+
+
+def co_occurrences(
+    pairs: Iterable[tuple[list[int], list[int]]], target_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sentence co-occurrence counts of a corpus of (source ids, target ids) pairs: the pairs
+    seen, as keys source id x target_size + target id (sorted), the sentence pairs holding each,
+    and (target_size,) the sentence pairs holding each target id. A word counts once a pair."""
+    keys, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    target_counts = np.zeros(target_size, np.int64)
+    for chunk in _chunks(pairs, PAIRS_PER_CHUNK):
+        seen = []
+        for source_ids, target_ids in chunk:
+            words = np.unique(np.asarray(source_ids, dtype=np.int64))
+            companions = np.unique(np.asarray(target_ids, dtype=np.int64))
+            target_counts[companions] += 1
+            seen.append((words[:, None] * target_size + companions).ravel())
+        new = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+        keys, inverse = np.unique(np.concatenate((keys, new)), return_inverse=True)
+        weights = np.concatenate((counts, np.ones(new.size, np.int64)))
+        counts = np.bincount(inverse, weights=weights, minlength=keys.size).astype(np.int64)
+    return keys, counts, target_counts
+
+
+def encoded_pairs(
+    source: str | Path, target: str | Path, tokenizer: Tokenizer
+) -> Iterator[tuple[list[int], list[int]]]:
+    """The (source ids, target ids) of every line pair of two line-aligned text files (plain
+    or gzipped); a one-line error, before the first pair, if their line counts differ."""
+    counts = [sum(1 for _ in read_lines(path)) for path in (source, target)]
+    if counts[0] != counts[1]:
+        raise Seq2SeqError(f"{source} has {counts[0]} lines, {target} has {counts[1]}")
+    lines = zip(read_lines(source), read_lines(target), strict=True)
+    for chunk in _chunks(lines, PAIRS_PER_CHUNK):
+        sources, targets = zip(*chunk, strict=True)
+        yield from zip(
+            tokenizer.encode_src(list(sources)), tokenizer.encode_tgt(list(targets)), strict=True
+        )
+
+
+def _chunks(pairs: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(pairs)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

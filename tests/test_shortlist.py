@@ -1,0 +1,173 @@
+"""Lexical shortlists: counting, ranking, the vocabulary of a batch, search over it, and the
+`seq2seq shortlist` / `--shortlist` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from seq2seq import shortlist as shortlist_module
+from seq2seq.checkpoint import load_model
+from seq2seq.cli import main as seq2seq
+from seq2seq.data.tokenizer import BOS_ID, EOS_ID
+from seq2seq.decoding.search import SearchOptions, search
+from seq2seq.errors import Seq2SeqError
+from seq2seq.model.ensemble import Ensemble
+from seq2seq.shortlist import Shortlist, build_shortlist, co_occurrences
+from seq2seq.translator import Translator
+from tests.models import source_batch, tiny_model
+
+# (source ids, target ids): 5 is seen with 7 twice and 8 once; 6 with 7, 8 and 9 once each,
+# and 8 (two pairs) is a more frequent target word than 9 (one pair)
+PAIRS = [([5, 6, 5], [7, 9]), ([5], [7, 8, 8]), ([6, 4], [8]), ([4], []), ([], [7])]
+TOKENIZER = SimpleNamespace(src_vocab_size=10, tgt_vocab_size=12, fingerprint="tiny")
+
+
+def test_co_occurrences_count_each_word_once_a_sentence_pair() -> None:
+    keys, counts, target_counts = co_occurrences(PAIRS, target_size=12)
+    seen = {divmod(int(k), 12): int(c) for k, c in zip(keys, counts, strict=True)}
+    assert seen == {(4, 8): 1, (5, 7): 2, (5, 8): 1, (5, 9): 1, (6, 7): 1, (6, 8): 1, (6, 9): 1}
+    assert target_counts.tolist() == [0] * 7 + [3, 2, 1, 0, 0]
+
+
+def test_counting_in_chunks_counts_the_same(monkeypatch) -> None:
+    whole = co_occurrences(PAIRS, target_size=12)
+    monkeypatch.setattr(shortlist_module, "PAIRS_PER_CHUNK", 2)
+    for chunked, expected in zip(co_occurrences(PAIRS, target_size=12), whole, strict=True):
+        np.testing.assert_array_equal(chunked, expected)
+
+
+def test_each_source_word_keeps_its_most_frequent_companions() -> None:
+    built = build_shortlist(PAIRS, TOKENIZER, per_word=2, frequent=1)
+    assert built.candidates.shape == (10, 2) and built.fingerprint == "tiny"
+    assert built.candidates[5].tolist() == [7, 8]  # 7 twice; 8 and 9 once, 8 more frequent
+    assert built.candidates[6].tolist() == [7, 8]  # all once: by target frequency
+    assert built.candidates[4].tolist() == [8, -1]  # fewer than per_word
+    assert built.candidates[0].tolist() == [-1, -1]  # padding is never a source word
+    assert built.frequent.tolist() == [BOS_ID, EOS_ID, 7]  # the most frequent, BOS and EOS
+
+
+def test_a_batch_may_use_its_words_candidates_and_the_frequent_words() -> None:
+    built = build_shortlist(PAIRS, TOKENIZER, per_word=1, frequent=0)
+    src = torch.tensor([[4, 0, 0], [4, 4, 0]])  # padding brings nothing
+    assert built.vocabulary(src).tolist() == [BOS_ID, EOS_ID, 8]
+    assert built.vocabulary(torch.tensor([[6, 5, 4]])).tolist() == [BOS_ID, EOS_ID, 7, 8]
+
+
+def test_bad_settings_and_an_empty_corpus_are_refused() -> None:
+    with pytest.raises(Seq2SeqError, match="per_word >= 1 and frequent >= 0, not 0 and 1"):
+        build_shortlist(PAIRS, TOKENIZER, per_word=0, frequent=1)
+    with pytest.raises(Seq2SeqError, match="no sentence pair with words on both sides"):
+        build_shortlist([([4], []), ([], [5])], TOKENIZER)
+
+
+def test_a_saved_shortlist_loads_as_it_was(tmp_path: Path) -> None:
+    built = build_shortlist(PAIRS, TOKENIZER, per_word=3, frequent=2)
+    built.save(tmp_path / "shortlist.pt")
+    loaded = Shortlist.load(tmp_path / "shortlist.pt")
+    assert torch.equal(loaded.candidates, built.candidates)
+    assert torch.equal(loaded.frequent, built.frequent) and loaded.fingerprint == "tiny"
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(Seq2SeqError, match=r"other\.pt is not a shortlist"):
+        Shortlist.load(tmp_path / "other.pt")
+
+
+def renormalized(model, vocabulary: torch.Tensor):
+    """`model` whose step scores only `vocabulary`'s words, normalized over them, in full
+    (R, V) log-probabilities: what a search over that vocabulary must find."""
+    inside = torch.zeros(model.config.tgt_vocab_size, dtype=torch.bool)
+    inside[vocabulary] = True
+
+    class Restricted:
+        encode, initial_state = model.encode, model.initial_state
+
+        def step(self, state, tokens):
+            log_probs, state, attention = model.step(state, tokens)
+            masked = log_probs.masked_fill(~inside, float("-inf"))
+            return masked.log_softmax(dim=-1), state, attention
+
+    return Restricted()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [SearchOptions(strategy="greedy"), SearchOptions(beam_size=3, nbest=2)],
+    ids=["greedy", "beam"],
+)
+def test_search_over_a_vocabulary_is_search_with_the_rest_masked(options) -> None:
+    """Token ids come back as target ids; the scores are log-probabilities normalized over the
+    vocabulary, as if every other word had probability 0."""
+    model = tiny_model(seed=5)
+    src, lengths = source_batch([6, 4, 5], vocab=30, seed=3)
+    full = search(model, src, lengths, options, BOS_ID, EOS_ID, model.search_weights())
+    chosen = sorted({t for nbest in full for h in nbest for t in h.tokens})
+    vocabulary = torch.tensor(sorted({BOS_ID, EOS_ID, *chosen[::2], 20, 21, 22}))
+    restricted = search(
+        model, src, lengths, options, BOS_ID, EOS_ID, model.search_weights(), False, vocabulary
+    )
+    expected = search(renormalized(model, vocabulary), src, lengths, options, BOS_ID, EOS_ID)
+    assert [[h.tokens for h in n] for n in restricted] == [[h.tokens for h in n] for n in expected]
+    used = {t for nbest in restricted for h in nbest for t in h.tokens}
+    assert used <= set(vocabulary.tolist()) and used != set(chosen)
+    for ours, theirs in zip(restricted, expected, strict=True):
+        assert [h.score for h in ours] == pytest.approx([h.score for h in theirs], abs=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda m: m, lambda m: Ensemble([m, tiny_model(seed=6)])])
+def test_the_whole_vocabulary_as_a_shortlist_changes_nothing(make) -> None:
+    model = make(tiny_model(seed=5))
+    src, lengths = source_batch([6, 4, 5], vocab=30, seed=3)
+    options = SearchOptions(beam_size=3)
+    full = search(model, src, lengths, options, BOS_ID, EOS_ID, model.search_weights())
+    everything = torch.arange(30)
+    listed = search(model, src, lengths, options, BOS_ID, EOS_ID, None, False, everything)
+    assert [[h.tokens for h in n] for n in listed] == [[h.tokens for h in n] for n in full]
+
+
+def test_a_search_vocabulary_must_hold_bos_and_eos() -> None:
+    model = tiny_model()
+    src, lengths = source_batch([3], vocab=30)
+    with pytest.raises(ValueError, match="must hold the ids"):
+        search(model, src, lengths, SearchOptions(), BOS_ID, EOS_ID, None, False, torch.arange(3))
+
+
+def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path) -> None:
+    """`seq2seq shortlist` over the reversal corpus, then `translate --shortlist`: a batch
+    may use far fewer words than the vocabulary, and the translations stay as they were (the
+    reversal of a sentence uses its own words, always among their companions)."""
+    corpus, path = trained.corpus, tmp_path / "lists" / "shortlist.pt"
+    sides = [f"--source={corpus / 'train.de'}", f"--target={corpus / 'train.en'}"]
+    settings = ["--per-word=3", "--frequent=0"]
+    seq2seq(
+        ["shortlist", f"--checkpoint={trained.checkpoint}", *sides, *settings, f"--output={path}"]
+    )
+    built, loaded = Shortlist.load(path), load_model(trained.checkpoint)
+    sentence = torch.tensor([loaded.tokenizer.encode_src(["ab cd ef"])[0]])
+    assert built.per_word == 3
+    assert len(built.vocabulary(sentence)) <= 2 + 3 * 3 < loaded.tokenizer.tgt_vocab_size
+    outputs = {}
+    for name, extra in (("full", []), ("listed", [f"--shortlist={path}"])):
+        outputs[name] = tmp_path / f"{name}.txt"
+        seq2seq(
+            [
+                "translate",
+                f"--checkpoint={trained.checkpoint}",
+                f"--input={corpus / 'test.de'}",
+                f"--output={outputs[name]}",
+                "--beam-size=1",
+                *extra,
+            ]
+        )
+    assert outputs["listed"].read_text() == outputs["full"].read_text()
+
+
+def test_a_shortlist_of_another_tokenizer_is_refused(trained) -> None:
+    loaded = load_model(trained.checkpoint)
+    ids = torch.arange(loaded.tokenizer.tgt_vocab_size, dtype=torch.int32)
+    other = Shortlist(ids.view(-1, 1), ids[:4], fingerprint="another tokenizer's")
+    with pytest.raises(Seq2SeqError, match="built for another tokenizer than the model's"):
+        Translator(loaded.model, loaded.tokenizer, shortlist=other)
