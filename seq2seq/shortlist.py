@@ -1,14 +1,15 @@
-"""Lexical shortlists: the target words a batch's search may choose from. `seq2seq shortlist`
-builds one from a parallel corpus; `--shortlist FILE` searches with it.
+"""Lexical shortlists: the target words a sentence's search may choose from. `seq2seq
+shortlist` builds one from a parallel corpus; `--shortlist FILE` searches with it.
 
 Search scores every hypothesis against the whole target vocabulary at every step: the output
 layer, its log-softmax and the top-k are about a third of beam search's time, yet most words
 cannot be right for a given source. A shortlist keeps, for each source subword, the `per_word`
 target subwords found most often in the same sentence pair as it (the highest co-occurrence
-counts, so the largest p(t | s)), plus the `frequent` most frequent target subwords; a batch
-searches over the union of its source subwords' lists, the frequent ones, BOS and EOS. This is
-Marian's lexical shortlist with sentence co-occurrence counts in place of word alignments.
-The model's probabilities are normalized over the union.
+counts, so the largest p(t | s)), plus the `frequent` most frequent target subwords. A sentence
+may use its source subwords' lists, the frequent words, BOS and EOS; the model's probabilities
+are normalized over those, so a sentence translates alike alone or in any batch. A batch's
+output layer computes the union of its sentences' words only. This is Marian's lexical
+shortlist with sentence co-occurrence counts in place of word alignments.
 
 Shapes: B sentences, S source length, V' target words a batch may use.
 """
@@ -25,6 +26,7 @@ import torch
 
 from seq2seq.checkpoint import load_torch_file, save_checkpoint
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from seq2seq.decoding.step_api import SearchVocabulary
 from seq2seq.errors import Seq2SeqError
 from seq2seq.files import read_lines
 
@@ -52,12 +54,18 @@ class Shortlist:
         """Candidates kept per source subword."""
         return self.candidates.shape[1]
 
-    def vocabulary(self, src: torch.Tensor) -> torch.Tensor:
-        """(B, S) source ids (padding has no candidates) -> the sorted target ids (V',) that
-        their search may use, on src's device."""
-        words = torch.unique(src).cpu()
-        found = torch.cat((self.candidates[words].flatten(), self.frequent))
-        return torch.unique(found[found >= 0]).to(src.device)
+    def vocabulary(self, src: torch.Tensor) -> SearchVocabulary:
+        """(B, S) source ids (padding has no candidates) -> the words their search may use:
+        all that the batch's sentences may use, sorted, and which of them each may not; on
+        src's device."""
+        listed = self.candidates[src.cpu()].flatten(1)  # (B, S*per_word), -1 where none
+        listed = torch.cat((listed, self.frequent.expand(src.shape[0], -1)), 1)
+        words = torch.unique(listed[listed >= 0])  # (V',)
+        found = listed >= 0
+        positions = torch.where(found, torch.searchsorted(words, listed), words.numel())
+        inside = torch.zeros(src.shape[0], words.numel() + 1, dtype=torch.bool)  # + none's
+        inside.scatter_(1, positions, True)
+        return SearchVocabulary(words.long().to(src.device), ~inside[:, :-1].to(src.device))
 
     def save(self, path: str | Path) -> None:
         """Write the shortlist to `path` (a torch file, atomically)."""

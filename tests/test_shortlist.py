@@ -1,4 +1,4 @@
-"""Lexical shortlists: counting, ranking, the vocabulary of a batch, search over it, and the
+"""Lexical shortlists: counting, ranking, the words of a batch, search over them, and the
 `seq2seq shortlist` / `--shortlist` commands."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from seq2seq.checkpoint import load_model
 from seq2seq.cli import main as seq2seq
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID
 from seq2seq.decoding.search import SearchOptions, search
+from seq2seq.decoding.step_api import SearchVocabulary
 from seq2seq.errors import Seq2SeqError
 from seq2seq.model.ensemble import Ensemble
 from seq2seq.shortlist import Shortlist, build_shortlist, co_occurrences
@@ -51,11 +52,13 @@ def test_each_source_word_keeps_its_most_frequent_companions() -> None:
     assert built.frequent.tolist() == [BOS_ID, EOS_ID, 7]  # the most frequent, BOS and EOS
 
 
-def test_a_batch_may_use_its_words_candidates_and_the_frequent_words() -> None:
+def test_a_sentence_may_use_its_words_candidates_and_the_frequent_words() -> None:
     built = build_shortlist(PAIRS, TOKENIZER, per_word=1, frequent=0)
-    src = torch.tensor([[4, 0, 0], [4, 4, 0]])  # padding brings nothing
-    assert built.vocabulary(src).tolist() == [BOS_ID, EOS_ID, 8]
-    assert built.vocabulary(torch.tensor([[6, 5, 4]])).tolist() == [BOS_ID, EOS_ID, 7, 8]
+    words, outside = built.vocabulary(torch.tensor([[4, 0, 0], [5, 5, 0]]))  # padding: nothing
+    assert words.tolist() == [BOS_ID, EOS_ID, 7, 8]  # the batch's: the union of its sentences'
+    assert (~outside).tolist() == [[True, True, False, True], [True, True, True, False]]
+    words, outside = built.vocabulary(torch.tensor([[6, 5, 4]]))
+    assert words.tolist() == [BOS_ID, EOS_ID, 7, 8] and not outside.any()
 
 
 def test_bad_settings_and_an_empty_corpus_are_refused() -> None:
@@ -76,11 +79,11 @@ def test_a_saved_shortlist_loads_as_it_was(tmp_path: Path) -> None:
         Shortlist.load(tmp_path / "other.pt")
 
 
-def renormalized(model, vocabulary: torch.Tensor):
-    """`model` whose step scores only `vocabulary`'s words, normalized over them, in full
-    (R, V) log-probabilities: what a search over that vocabulary must find."""
+def renormalized(model, allowed: list[int]):
+    """`model` whose step scores only the `allowed` words, normalized over them, in full
+    (R, V) log-probabilities: what a search over those words must find."""
     inside = torch.zeros(model.config.tgt_vocab_size, dtype=torch.bool)
-    inside[vocabulary] = True
+    inside[allowed] = True
 
     class Restricted:
         encode, initial_state = model.encode, model.initial_state
@@ -98,23 +101,25 @@ def renormalized(model, vocabulary: torch.Tensor):
     [SearchOptions(strategy="greedy"), SearchOptions(beam_size=3, nbest=2)],
     ids=["greedy", "beam"],
 )
-def test_search_over_a_vocabulary_is_search_with_the_rest_masked(options) -> None:
-    """Token ids come back as target ids; the scores are log-probabilities normalized over the
-    vocabulary, as if every other word had probability 0."""
+def test_a_batch_over_a_vocabulary_searches_each_sentence_as_alone_with_its_words(options) -> None:
+    """Token ids come back as target ids; each sentence's scores are log-probabilities over
+    its own words, as if every other word had probability 0, whatever else is in its batch."""
     model = tiny_model(seed=5)
     src, lengths = source_batch([6, 4, 5], vocab=30, seed=3)
     full = search(model, src, lengths, options, BOS_ID, EOS_ID, model.search_weights())
     chosen = sorted({t for nbest in full for h in nbest for t in h.tokens})
-    vocabulary = torch.tensor(sorted({BOS_ID, EOS_ID, *chosen[::2], 20, 21, 22}))
-    restricted = search(
-        model, src, lengths, options, BOS_ID, EOS_ID, model.search_weights(), False, vocabulary
-    )
-    expected = search(renormalized(model, vocabulary), src, lengths, options, BOS_ID, EOS_ID)
-    assert [[h.tokens for h in n] for n in restricted] == [[h.tokens for h in n] for n in expected]
-    used = {t for nbest in restricted for h in nbest for t in h.tokens}
-    assert used <= set(vocabulary.tolist()) and used != set(chosen)
-    for ours, theirs in zip(restricted, expected, strict=True):
-        assert [h.score for h in ours] == pytest.approx([h.score for h in theirs], abs=1e-5)
+    allowed = [[BOS_ID, EOS_ID, *chosen[start::3], 20 + start] for start in range(3)]
+    words = torch.tensor(sorted({word for own in allowed for word in own}))
+    outside = torch.tensor([[word not in own for word in words.tolist()] for own in allowed])
+    vocabulary = SearchVocabulary(words, outside)
+    batched = search(model, src, lengths, options, BOS_ID, EOS_ID, None, False, vocabulary)
+    for row, own in enumerate(allowed):
+        sentence = (src[row : row + 1, : lengths[row]], lengths[row : row + 1])
+        alone = search(renormalized(model, own), *sentence, options, BOS_ID, EOS_ID)[0]
+        assert [h.tokens for h in batched[row]] == [h.tokens for h in alone]
+        assert [h.score for h in batched[row]] == pytest.approx([h.score for h in alone], abs=1e-5)
+        assert {t for h in batched[row] for t in h.tokens} <= set(own)
+    assert batched != full
 
 
 @pytest.mark.parametrize("make", [lambda m: m, lambda m: Ensemble([m, tiny_model(seed=6)])])
@@ -123,7 +128,7 @@ def test_the_whole_vocabulary_as_a_shortlist_changes_nothing(make) -> None:
     src, lengths = source_batch([6, 4, 5], vocab=30, seed=3)
     options = SearchOptions(beam_size=3)
     full = search(model, src, lengths, options, BOS_ID, EOS_ID, model.search_weights())
-    everything = torch.arange(30)
+    everything = SearchVocabulary(torch.arange(30), torch.zeros(3, 30, dtype=torch.bool))
     listed = search(model, src, lengths, options, BOS_ID, EOS_ID, None, False, everything)
     assert [[h.tokens for h in n] for n in listed] == [[h.tokens for h in n] for n in full]
 
@@ -131,12 +136,13 @@ def test_the_whole_vocabulary_as_a_shortlist_changes_nothing(make) -> None:
 def test_a_search_vocabulary_must_hold_bos_and_eos() -> None:
     model = tiny_model()
     src, lengths = source_batch([3], vocab=30)
+    vocabulary = SearchVocabulary(torch.arange(3), torch.zeros(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="must hold the ids"):
-        search(model, src, lengths, SearchOptions(), BOS_ID, EOS_ID, None, False, torch.arange(3))
+        search(model, src, lengths, SearchOptions(), BOS_ID, EOS_ID, None, False, vocabulary)
 
 
 def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path) -> None:
-    """`seq2seq shortlist` over the reversal corpus, then `translate --shortlist`: a batch
+    """`seq2seq shortlist` over the reversal corpus, then `translate --shortlist`: a sentence
     may use far fewer words than the vocabulary, and the translations stay as they were (the
     reversal of a sentence uses its own words, always among their companions)."""
     corpus, path = trained.corpus, tmp_path / "lists" / "shortlist.pt"
@@ -148,7 +154,7 @@ def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path)
     built, loaded = Shortlist.load(path), load_model(trained.checkpoint)
     sentence = torch.tensor([loaded.tokenizer.encode_src(["ab cd ef"])[0]])
     assert built.per_word == 3
-    assert len(built.vocabulary(sentence)) <= 2 + 3 * 3 < loaded.tokenizer.tgt_vocab_size
+    assert len(built.vocabulary(sentence).words) <= 2 + 3 * 3 < loaded.tokenizer.tgt_vocab_size
     outputs = {}
     for name, extra in (("full", []), ("listed", [f"--shortlist={path}"])):
         outputs[name] = tmp_path / f"{name}.txt"

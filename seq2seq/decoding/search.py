@@ -23,7 +23,13 @@ import torch
 from seq2seq.decoding.beam_search import beam_strategy
 from seq2seq.decoding.greedy import greedy_strategy
 from seq2seq.decoding.sampling import sample_strategy, source_keys
-from seq2seq.decoding.step_api import Hypothesis, LengthPenalty, Sentences, StepFunction
+from seq2seq.decoding.step_api import (
+    Hypothesis,
+    LengthPenalty,
+    SearchVocabulary,
+    Sentences,
+    StepFunction,
+)
 from seq2seq.errors import Seq2SeqError
 
 Strategy = Callable[..., list[list[Hypothesis]]]
@@ -42,10 +48,10 @@ class Searchable(Protocol):
         """Encode the (B, S) sources once."""
 
     def initial_state(
-        self, encoded: Any, search_weights: Any = None, vocabulary: torch.Tensor | None = None
+        self, encoded: Any, search_weights: Any = None, vocabulary: SearchVocabulary | None = None
     ) -> Any:
-        """The state before the first target token; with a `vocabulary` (V',) of target ids,
-        of a search over those alone, whose token ids are positions in it."""
+        """The state before the first target token; with a `vocabulary`, of a search over its
+        words alone, whose token ids are positions in them."""
 
     step: StepFunction
 
@@ -141,21 +147,21 @@ def search(
     eos_id: int,
     search_weights: Any = None,
     keep_attention: bool = False,
-    vocabulary: torch.Tensor | None = None,
+    vocabulary: SearchVocabulary | None = None,
 ) -> list[list[Hypothesis]]:
     """The best hypotheses of every sentence in (B, S) source ids, best first (with attention
     weights, (output length + 1, S), when `keep_attention`). `search_weights`: the model's
-    `search_weights()`, built by the caller once for many searches. `vocabulary`: sorted
-    target ids (V',), BOS and EOS among them, that the outputs may use (a shortlist,
-    shortlist.py); the model's probabilities are normalized over them."""
+    `search_weights()`, built by the caller once for many searches. `vocabulary`: the words
+    each sentence's outputs may use (a shortlist, shortlist.py); the model's probabilities
+    are normalized over a sentence's own."""
     state = model.initial_state(model.encode(src, src_lengths), search_weights, vocabulary)
     strategy = STRATEGIES[options.strategy]
     sentences = sentences_of(src, src_lengths, options)
     if vocabulary is None:
         return strategy(model.step, state, sentences, options, bos_id, eos_id, keep_attention)
-    bos, eos = _positions(vocabulary, (bos_id, eos_id))
+    bos, eos = _positions(vocabulary.words, (bos_id, eos_id))
     found = strategy(model.step, state, sentences, options, bos, eos, keep_attention)
-    ids = vocabulary.tolist()
+    ids = vocabulary.words.tolist()
     return [
         [dataclasses.replace(h, tokens=[ids[t] for t in h.tokens]) for h in nbest]
         for nbest in found

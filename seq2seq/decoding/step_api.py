@@ -29,6 +29,15 @@ class Hypothesis:
     attention: torch.Tensor | None = None  # (len(tokens) + 1, S) weights behind each token
 
 
+class SearchVocabulary(NamedTuple):
+    """The target words a search may use (a shortlist's, shortlist.py): its token ids are
+    positions in `words`, and each sentence chooses among its own of them, its probabilities
+    normalized over those: the same translation alone or in any batch."""
+
+    words: torch.Tensor  # (V',) sorted target ids, BOS and EOS among them
+    outside: torch.Tensor  # (B, V') True where a sentence may not use the word
+
+
 class Sentences(NamedTuple):
     """What a strategy knows of each of the B sentences it searches, (B,) each."""
 

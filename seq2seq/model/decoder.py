@@ -70,6 +70,7 @@ class DecoderState:
     keys: torch.Tensor  # (B, S, A) projected once per sentence
     padding_bias: torch.Tensor  # (B, S) 0 at tokens, -inf at padding
     search_weights: SearchWeights | None = None  # in search; else steps read the parameters
+    outside: torch.Tensor | None = None  # (B, V') words a sentence may not use (a shortlist)
 
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> DecoderState:
         """Hypotheses `rows` (R',) - beam expansion, pruning, reordering - and, where sentences
@@ -85,6 +86,7 @@ class DecoderState:
             memory=self.memory.index_select(0, sentences),
             keys=self.keys.index_select(0, sentences),
             padding_bias=self.padding_bias.index_select(0, sentences),
+            outside=None if self.outside is None else self.outside.index_select(0, sentences),
         )
 
 
@@ -138,11 +140,15 @@ class Decoder(nn.Module):
             self.output.weight = embedding.weight
 
     def initial_state(
-        self, encoded: EncoderOutput, search_weights: SearchWeights | None = None
+        self,
+        encoded: EncoderOutput,
+        search_weights: SearchWeights | None = None,
+        outside: torch.Tensor | None = None,
     ) -> DecoderState:
         """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero. A search
         passes the `search_weights` it built when it started; without them (teacher forcing,
-        gradient probes) every step computes from the parameters."""
+        gradient probes) every step computes from the parameters. `outside` (B, V'): the words
+        of the search weights' vocabulary each sentence may not use (their logits are -inf)."""
         batch = encoded.memory.shape[0]
         bridged = torch.tanh(self.bridge(encoded.final_hidden))  # (B, L*H)
         hidden = tuple(bridged.view(batch, len(self.cells), -1).transpose(0, 1).unsqueeze(1))
@@ -154,6 +160,7 @@ class Decoder(nn.Module):
             keys=self.attention.project_memory(encoded.memory),
             padding_bias=padding_bias(encoded.src_mask, encoded.memory.dtype),
             search_weights=search_weights,
+            outside=outside,
         )
 
     @torch.no_grad()
@@ -225,7 +232,11 @@ class Decoder(nn.Module):
         state, top = self._advance(state, projection, context, weights, no_dropout)
         output_mask = self._output_mask(embedded)
         logits = self._logits(top.unsqueeze(1), context.unsqueeze(1), embedded, output_mask, output)
-        return logits.squeeze(1), state, attention
+        logits = logits.squeeze(1)  # (B, V)
+        if state.outside is not None:  # K = B / sentences adjacent rows a sentence
+            by_sentence = logits.view(state.outside.shape[0], -1, logits.shape[-1])
+            by_sentence.masked_fill_(state.outside.unsqueeze(1), float("-inf"))
+        return logits, state, attention
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         vocab_size = self.embedding.num_embeddings

@@ -66,9 +66,9 @@ class Ensemble(nn.Module):
         self,
         encoded: tuple[Any, ...],
         search_weights: tuple[Any, ...] | None = None,
-        vocabulary: torch.Tensor | None = None,
+        vocabulary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> EnsembleState:
-        """Each model's state before the first target token (over `vocabulary` (V',) alone,
+        """Each model's state before the first target token (over `vocabulary`'s words alone,
         if given: Seq2Seq.initial_state)."""
         weights = search_weights or (None,) * len(self.members)
         return EnsembleState(

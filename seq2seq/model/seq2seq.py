@@ -179,14 +179,17 @@ class Seq2Seq(nn.Module):
         self,
         encoded: EncoderOutput,
         search_weights: SearchWeights | None = None,
-        vocabulary: torch.Tensor | None = None,
+        vocabulary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> DecoderState:
         """The decoder state before the first target token (see Decoder.initial_state); with a
-        `vocabulary` (V',) of target ids, a search over those words alone: its token ids are
-        positions in it (SearchWeights.restricted)."""
-        if vocabulary is not None:
-            search_weights = (search_weights or self.search_weights()).restricted(vocabulary)
-        return self.decoder.initial_state(encoded, search_weights)
+        `vocabulary`, (V',) sorted target ids and (B, V') which of them each sentence may not
+        use, a search over those words alone: its token ids are positions in them
+        (SearchWeights.restricted)."""
+        if vocabulary is None:
+            return self.decoder.initial_state(encoded, search_weights)
+        words, outside = vocabulary
+        restricted = (search_weights or self.search_weights()).restricted(words)
+        return self.decoder.initial_state(encoded, restricted, outside)
 
     def forward(
         self,
