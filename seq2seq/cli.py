@@ -633,10 +633,13 @@ def shortlist(args: list[str]) -> None:
     parser = Parser(
         prog="seq2seq shortlist",
         description="Count which target subwords come with each source subword in a parallel"
-        " corpus (the training data) and keep the most frequent: --shortlist FILE then searches"
-        " each batch over those of its source words and the most frequent target words only.",
+        " corpus (the training data) and keep the most frequent: with --shortlist FILE, each"
+        " sentence is searched over those of its source words and the most frequent target"
+        " words only.",
     )
-    parser.add_argument("--checkpoint", "--ckpt_path", required=True, help="its tokenizer's ids")
+    parser.add_argument(
+        "--checkpoint", "--ckpt_path", required=True, help="the model whose tokenizer to use"
+    )
     parser.add_argument("--source", required=True, help="source side, one sentence a line")
     parser.add_argument("--target", required=True, help="target side, line-aligned")
     parser.add_argument("--output", required=True, type=Path, help="the shortlist file")
@@ -644,7 +647,10 @@ def shortlist(args: list[str]) -> None:
         "--per-word", type=positive_int, default=100, help="target words kept per source word"
     )
     parser.add_argument(
-        "--frequent", type=int, default=100, help="most frequent target words every batch may use"
+        "--frequent",
+        type=int,
+        default=100,
+        help="most frequent target words every sentence may use",
     )
     options = parser.parse_args(args)
     from seq2seq.shortlist import build_shortlist, encoded_pairs
