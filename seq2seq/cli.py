@@ -653,14 +653,12 @@ def shortlist(args: list[str]) -> None:
         help="most frequent target words every sentence may use",
     )
     options = parser.parse_args(args)
+    from seq2seq.checkpoint import load_checkpoint, tokenizer_of
     from seq2seq.shortlist import build_shortlist, encoded_pairs
 
     if options.frequent < 0:
         raise Seq2SeqError(f"--frequent must be 0 or more, not {options.frequent}")
     _check_output(str(options.output), options.source)
-    make_directory(options.output.parent)
-    from seq2seq.checkpoint import load_checkpoint, tokenizer_of
-
     tokenizer = tokenizer_of(load_checkpoint(options.checkpoint, mmap=True))
     pairs = encoded_pairs(options.source, options.target, tokenizer)
     built = build_shortlist(pairs, tokenizer, options.per_word, options.frequent)

@@ -36,12 +36,12 @@ PAIRS_PER_CHUNK = 20_000  # sentence pairs counted at once: bounds the memory of
 
 @dataclass(frozen=True)
 class Shortlist:
-    """The target candidates of every source subword, and the words every batch may use.
+    """The target candidates of every source subword, and the words every sentence may use.
 
     Args:
         candidates: (source vocabulary, per_word) target ids of each source id, the most
             frequent companion first; -1 where it has fewer.
-        frequent: (F,) target ids any batch may use: the most frequent, BOS and EOS.
+        frequent: (F,) target ids any sentence may use: the most frequent, BOS and EOS.
         fingerprint: the fingerprint of the tokenizer whose ids these are.
     """
 
@@ -60,8 +60,8 @@ class Shortlist:
         src's device."""
         listed = self.candidates[src.cpu()].flatten(1)  # (B, S*per_word), -1 where none
         listed = torch.cat((listed, self.frequent.expand(src.shape[0], -1)), 1)
-        words = torch.unique(listed[listed >= 0])  # (V',)
         found = listed >= 0
+        words = torch.unique(listed[found])  # (V',)
         positions = torch.where(found, torch.searchsorted(words, listed), words.numel())
         inside = torch.zeros(src.shape[0], words.numel() + 1, dtype=torch.bool)  # + none's
         inside.scatter_(1, positions, True)
@@ -83,7 +83,8 @@ class Shortlist:
     def load(cls, path: str | Path) -> Shortlist:
         """The shortlist `seq2seq shortlist` wrote to `path`; a one-line error if it is not."""
         stored = load_torch_file(path, "shortlist")
-        if not isinstance(stored, dict) or stored.get("format") != FORMAT:
+        fields = {"candidates", "frequent", "fingerprint"}
+        if not isinstance(stored, dict) or stored.get("format") != FORMAT or fields - stored.keys():
             raise Seq2SeqError(f"{path} is not a shortlist: build one with seq2seq shortlist")
         return cls(stored["candidates"], stored["frequent"], stored["fingerprint"])
 

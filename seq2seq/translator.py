@@ -62,7 +62,7 @@ class Translator:
         tokenizer: its tokenizer.
         precision: `auto`, `fp32` or `bf16`.
         search: the default search options (a checkpoint's test options).
-        shortlist: the target words each batch may use (shortlist.py); None: all of them.
+        shortlist: the target words each sentence may use (shortlist.py); None: all of them.
     """
 
     def __init__(

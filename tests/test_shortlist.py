@@ -75,8 +75,10 @@ def test_a_saved_shortlist_loads_as_it_was(tmp_path: Path) -> None:
     assert torch.equal(loaded.candidates, built.candidates)
     assert torch.equal(loaded.frequent, built.frequent) and loaded.fingerprint == "tiny"
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(Seq2SeqError, match=r"other\.pt is not a shortlist"):
-        Shortlist.load(tmp_path / "other.pt")
+    torch.save({"format": "seq2seq-shortlist", "frequent": torch.zeros(2)}, tmp_path / "cut.pt")
+    for name in ("other", "cut"):  # not ours; ours without its candidates
+        with pytest.raises(Seq2SeqError, match=rf"{name}\.pt is not a shortlist"):
+            Shortlist.load(tmp_path / f"{name}.pt")
 
 
 def renormalized(model, allowed: list[int]):

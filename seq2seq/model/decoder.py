@@ -222,7 +222,7 @@ class Decoder(nn.Module):
             weights = self.step_weights()
             projection = embedded[:, 0] @ weights.input[0].t()  # (B, G*H)
             output = None  # the output layer's own parameters
-        else:  # search: rows of per-word tables instead of GEMMs; no dropout
+        else:  # search (in eval mode): rows of per-word tables instead of GEMMs
             embedded = search.embeddings.index_select(0, tokens).unsqueeze(1) * self.embedding_scale
             weights = search.step
             projection = search.embedding_projections.index_select(0, tokens)
@@ -233,7 +233,7 @@ class Decoder(nn.Module):
         output_mask = self._output_mask(embedded)
         logits = self._logits(top.unsqueeze(1), context.unsqueeze(1), embedded, output_mask, output)
         logits = logits.squeeze(1)  # (B, V)
-        if state.outside is not None:  # K = B / sentences adjacent rows a sentence
+        if state.outside is not None:  # each sentence's K = B / sentences adjacent rows
             by_sentence = logits.view(state.outside.shape[0], -1, logits.shape[-1])
             by_sentence.masked_fill_(state.outside.unsqueeze(1), float("-inf"))
         return logits, state, attention
