@@ -17,6 +17,7 @@ from typing import Any
 from seq2seq.checkpoint import checkpoint_facts
 from seq2seq.errors import Seq2SeqError
 from seq2seq.export.engine import OnnxModel
+from seq2seq.shortlist import Shortlist
 from seq2seq.translator import Translator
 
 
@@ -39,7 +40,8 @@ def listen(host: str, port: int) -> socket.socket:
 def describe(paths: Sequence[str | Path], translator: Translator) -> dict[str, Any]:
     """What GET /info says of the model: sizes, languages, vocabulary, and per checkpoint its
     training step and last validation BLEU (null when the run recorded none); for an export
-    (no `paths`), the facts of the checkpoint it was exported from."""
+    (no `paths`), the facts of the checkpoint it was exported from; the engine, device,
+    precision and shortlist it searches with."""
     model = translator.model
     if isinstance(model, OnnxModel):
         checkpoints = [dict(model.manifest.checkpoint)]
@@ -64,7 +66,15 @@ def describe(paths: Sequence[str | Path], translator: Translator) -> dict[str, A
         "engine": translator.engine,
         "device": str(translator.device),
         "precision": translator.precision,
+        "shortlist": _shortlist_facts(translator.shortlist),
     }
+
+
+def _shortlist_facts(shortlist: Shortlist | None) -> dict[str, int] | None:
+    """What GET /info says of the translator's shortlist (None: it searches every word)."""
+    if shortlist is None:
+        return None
+    return {"per_word": shortlist.per_word, "frequent_words": shortlist.frequent.numel()}
 
 
 def run(app: Any, listener: socket.socket, log_level: str = "info") -> None:

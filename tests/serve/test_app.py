@@ -12,8 +12,10 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient
 
 from seq2seq import cli
+from seq2seq.checkpoint import load_model
 from seq2seq.serve.app import ServerSettings, create_app
 from seq2seq.serve.server import describe
+from seq2seq.shortlist import build_shortlist, encoded_pairs
 from seq2seq.translator import Translator
 
 KEY = "s3cret-key"
@@ -166,6 +168,20 @@ def test_info_says_what_the_model_is(api, trained) -> None:
     assert info["architecture"][0]["decoder_hidden_size"] == 64
     assert info["parameters"] > 0
     assert info["limits"]["max_beam"] == 16 and "api_key" not in info["limits"]
+    assert info["shortlist"] is None
+
+
+def test_info_says_the_shortlist_searched_with(trained) -> None:
+    tokenizer = load_model(trained.checkpoint).tokenizer
+    sides = (trained.corpus / "train.de", trained.corpus / "train.en")
+    shortlist = build_shortlist(encoded_pairs(*sides, tokenizer), tokenizer, per_word=3)
+    translator = Translator.from_checkpoint(trained.checkpoint, shortlist=shortlist)
+    frequent = shortlist.frequent.numel()
+    assert describe([trained.checkpoint], translator)["shortlist"] == {
+        "per_word": 3,
+        "frequent_words": frequent,
+    }
+    assert 2 < frequent <= 2 + 100  # BOS, EOS and the most frequent target words
 
 
 def test_the_openapi_schema_describes_translate(api) -> None:
