@@ -5,7 +5,8 @@ fp32 and, where the device has fast bf16 (AMX / AVX-512 BF16, CUDA), under bf16 
 same weights, so the BLEU of the two is the cost of bf16 in search. With `--model DIR` (an
 export of the checkpoint) and `--engines torch,onnxruntime`, the same searches also run in
 ONNX Runtime (fp32) with as many threads, alternated with PyTorch's; with `--shortlist FILE`
-(seq2seq shortlist), PyTorch searches with and without it, alternated.
+(seq2seq shortlist), PyTorch searches with and without it, alternated, and the JSON says how
+many words a batch's output layer computes and a sentence may use.
 "Search" time is translation only: the checkpoint is loaded and the sentences are read before
 the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 from sacrebleu.metrics import BLEU
+from torch.nn.utils.rnn import pad_sequence
 
 from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.corpus import read_lines
@@ -44,6 +46,7 @@ def measure(
     results = translator.translate_nbest(sources, options, batch_tokens)
     seconds = time.perf_counter() - start
     hypotheses = [best[0].text for best in results]
+    words = shortlist_words(translator, sources, batch_tokens)
     target_tokens = sum(len(ids) + 1 for ids in translator.tokenizer.encode_tgt(hypotheses))
     return {
         "engine": translator.engine,
@@ -55,7 +58,23 @@ def measure(
         "sentences_per_s": round(len(sources) / seconds, 1),
         "target_tokens_per_s": round(target_tokens / seconds),
         "bleu": round(BLEU().corpus_score(hypotheses, [references]).score, 2),
+        **({"shortlist_words": words} if words else {}),
     }
+
+
+def shortlist_words(translator: Translator, sources: list[str], batch_tokens: int) -> dict | None:
+    """With a shortlist: the words a batch's output layer computes and a sentence may use, on
+    average over the batches translate_nbest makes."""
+    if translator.shortlist is None:
+        return None
+    ids = translator.encode(sources)
+    batch, sentence = [], []
+    for indices in translator.batches(ids, batch_tokens):
+        src = pad_sequence([torch.tensor(ids[i]) for i in indices], batch_first=True)  # pad 0
+        vocabulary = translator.shortlist.vocabulary(src)
+        batch.append(vocabulary.words.numel())
+        sentence += (~vocabulary.outside).sum(dim=1).tolist()
+    return {"batch": round(statistics.mean(batch)), "sentence": round(statistics.mean(sentence))}
 
 
 def main() -> None:

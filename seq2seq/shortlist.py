@@ -31,6 +31,7 @@ from seq2seq.errors import Seq2SeqError
 from seq2seq.files import read_lines
 
 FORMAT = "seq2seq-shortlist"
+FIELDS = {"candidates", "frequent", "target_size", "fingerprint"}  # what a shortlist file holds
 PAIRS_PER_CHUNK = 20_000  # sentence pairs counted at once: bounds the memory of the counting
 
 
@@ -42,11 +43,13 @@ class Shortlist:
         candidates: (source vocabulary, per_word) target ids of each source id, the most
             frequent companion first; -1 where it has fewer.
         frequent: (F,) target ids any sentence may use: the most frequent, BOS and EOS.
+        target_size: the target vocabulary's size.
         fingerprint: the fingerprint of the tokenizer whose ids these are.
     """
 
     candidates: torch.Tensor
     frequent: torch.Tensor
+    target_size: int
     fingerprint: str
 
     @property
@@ -59,34 +62,25 @@ class Shortlist:
         all that the batch's sentences may use, sorted, and which of them each may not; on
         src's device."""
         listed = self.candidates[src.cpu()].flatten(1)  # (B, S*per_word), -1 where none
-        listed = torch.cat((listed, self.frequent.expand(src.shape[0], -1)), 1)
-        found = listed >= 0
-        words = torch.unique(listed[found])  # (V',)
-        positions = torch.where(found, torch.searchsorted(words, listed), words.numel())
-        inside = torch.zeros(src.shape[0], words.numel() + 1, dtype=torch.bool)  # + none's
-        inside.scatter_(1, positions, True)
-        return SearchVocabulary(words.long().to(src.device), ~inside[:, :-1].to(src.device))
+        listed = torch.cat((listed, self.frequent.expand(src.shape[0], -1)), 1).long()
+        none = self.target_size  # an extra column for the -1s
+        inside = torch.zeros(src.shape[0], none + 1, dtype=torch.bool)  # (B, V + 1)
+        inside.scatter_(1, torch.where(listed >= 0, listed, none), True)
+        inside = inside[:, :none]
+        words = inside.any(dim=0).nonzero().squeeze(1)  # (V',) sorted
+        return SearchVocabulary(words.to(src.device), ~inside[:, words].to(src.device))
 
     def save(self, path: str | Path) -> None:
         """Write the shortlist to `path` (a torch file, atomically)."""
-        save_checkpoint(
-            {
-                "format": FORMAT,
-                "candidates": self.candidates,
-                "frequent": self.frequent,
-                "fingerprint": self.fingerprint,
-            },
-            path,
-        )
+        save_checkpoint({"format": FORMAT, **{name: getattr(self, name) for name in FIELDS}}, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Shortlist:
         """The shortlist `seq2seq shortlist` wrote to `path`; a one-line error if it is not."""
         stored = load_torch_file(path, "shortlist")
-        fields = {"candidates", "frequent", "fingerprint"}
-        if not isinstance(stored, dict) or stored.get("format") != FORMAT or fields - stored.keys():
+        if not isinstance(stored, dict) or stored.get("format") != FORMAT or FIELDS - stored.keys():
             raise Seq2SeqError(f"{path} is not a shortlist: build one with seq2seq shortlist")
-        return cls(stored["candidates"], stored["frequent"], stored["fingerprint"])
+        return cls(**{name: stored[name] for name in FIELDS})
 
 
 def build_shortlist(
@@ -117,7 +111,9 @@ def build_shortlist(
     by_frequency = np.lexsort((np.arange(targets), -target_counts))
     common = by_frequency[:frequent][target_counts[by_frequency[:frequent]] > 0]
     always = np.union1d(common, [BOS_ID, EOS_ID]).astype(np.int32)
-    return Shortlist(torch.from_numpy(candidates), torch.from_numpy(always), tokenizer.fingerprint)
+    return Shortlist(
+        torch.from_numpy(candidates), torch.from_numpy(always), targets, tokenizer.fingerprint
+    )
 
 
 def co_occurrences(

@@ -181,7 +181,7 @@ class Translator:
         """`options.nbest` translations of every sentence with their scores, in input order."""
         ids = self.encode(sentences)
         results: list[list[Translation]] = [[] for _ in sentences]
-        for indices in self._batches(ids, batch_tokens, progress):
+        for indices in self.batches(ids, batch_tokens, progress):
             translations = self.translate_ids([ids[i] for i in indices], options, keep_attention)
             for index, nbest in zip(indices, translations, strict=True):
                 results[index] = nbest
@@ -254,8 +254,12 @@ class Translator:
         bf16 = self.precision == "bf16"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def _batches(self, ids: list[list[int]], batch_tokens: int, progress: bool) -> Iterator:
-        """Lists of indices of non-empty sentences, similar lengths together."""
+    def batches(
+        self, ids: list[list[int]], batch_tokens: int, progress: bool = False
+    ) -> Iterator[list[int]]:
+        """The batches translate_nbest searches: lists of indices of the non-empty sentences
+        `ids` (source ids, `encode`), similar lengths together, `batch_tokens` source tokens
+        each, padding included."""
         non_empty = [index for index, sentence in enumerate(ids) if sentence]
         lengths = np.array([len(ids[i]) for i in non_empty], dtype=np.int64)
         sampler = TokenBatchSampler(

@@ -10,10 +10,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from seq2seq.checkpoint import load_model
 from seq2seq.data.batch import collate
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
+from seq2seq.shortlist import build_shortlist, encoded_pairs
+from seq2seq.translator import Translator
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -107,3 +110,23 @@ def test_gemm_census_sees_the_output_layer_rows_padded_forward_and_backward(
     assert batch.num_tgt_tokens == 41 and output_layer == [rows, rows]
     summary = census.summary(recorder, counted_from=0)
     assert summary["gemm_calls"] == len(recorder.keys) > summary["distinct_shapes"] > 2
+
+
+def test_decode_speed_counts_the_words_a_shortlist_leaves(trained) -> None:
+    """One batch of two sentences: its output layer computes the union of their words, and a
+    sentence may use its own."""
+    decode_speed = _bench_module("decode_speed")
+    tokenizer = load_model(trained.checkpoint).tokenizer
+    sides = (trained.corpus / "train.de", trained.corpus / "train.en")
+    shortlist = build_shortlist(encoded_pairs(*sides, tokenizer), tokenizer, per_word=2, frequent=0)
+    full = Translator.from_checkpoint(trained.checkpoint)
+    assert decode_speed.shortlist_words(full, ["ab cd"], 1000) is None
+    translator = Translator.from_checkpoint(trained.checkpoint, shortlist=shortlist)
+    lines = ["ab cd gh", "ef"]
+    own = [
+        set(shortlist.vocabulary(torch.tensor(tokenizer.encode_src([line]))).words.tolist())
+        for line in lines
+    ]
+    expected = {"batch": len(own[0] | own[1]), "sentence": round((len(own[0]) + len(own[1])) / 2)}
+    assert decode_speed.shortlist_words(translator, lines, 1000) == expected
+    assert own[0] != own[1]

@@ -176,6 +176,6 @@ def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path)
 def test_a_shortlist_of_another_tokenizer_is_refused(trained) -> None:
     loaded = load_model(trained.checkpoint)
     ids = torch.arange(loaded.tokenizer.tgt_vocab_size, dtype=torch.int32)
-    other = Shortlist(ids.view(-1, 1), ids[:4], fingerprint="another tokenizer's")
+    other = Shortlist(ids.view(-1, 1), ids[:4], len(ids), fingerprint="another tokenizer's")
     with pytest.raises(Seq2SeqError, match="built for another tokenizer than the model's"):
         Translator(loaded.model, loaded.tokenizer, shortlist=other)
