@@ -633,15 +633,20 @@ def shortlist(args: list[str]) -> None:
     parser = Parser(
         prog="seq2seq shortlist",
         description="Count which target subwords come with each source subword in a parallel"
-        " corpus (the training data) and keep the most frequent: with --shortlist FILE, each"
+        " corpus (by default the training corpus the checkpoint records) and keep the most"
+        " frequent: with --shortlist FILE, each"
         " sentence is searched over those of its source words and the most frequent target"
         " words only.",
     )
     parser.add_argument(
         "--checkpoint", "--ckpt_path", required=True, help="the model whose tokenizer to use"
     )
-    parser.add_argument("--source", required=True, help="source side, one sentence a line")
-    parser.add_argument("--target", required=True, help="target side, line-aligned")
+    parser.add_argument(
+        "--source",
+        help="source side of the corpus to count, one sentence a line (default: the training"
+        " corpus the checkpoint records)",
+    )
+    parser.add_argument("--target", help="its target side, line-aligned")
     parser.add_argument("--output", required=True, type=Path, help="the shortlist file")
     parser.add_argument(
         "--per-word", type=positive_int, default=100, help="target words kept per source word"
@@ -654,13 +659,21 @@ def shortlist(args: list[str]) -> None:
     )
     options = parser.parse_args(args)
     from seq2seq.checkpoint import load_checkpoint, tokenizer_of
-    from seq2seq.shortlist import build_shortlist, encoded_pairs
+    from seq2seq.data.corpus import CorpusFiles
+    from seq2seq.shortlist import build_shortlist, encoded_pairs, training_corpora
 
     if options.frequent < 0:
         raise Seq2SeqError(f"--frequent must be 0 or more, not {options.frequent}")
-    _check_output(str(options.output), options.source)
-    tokenizer = tokenizer_of(load_checkpoint(options.checkpoint, mmap=True))
-    pairs = encoded_pairs(options.source, options.target, tokenizer)
+    if (options.source is None) != (options.target is None):
+        raise Seq2SeqError("give --source and --target, or neither (the training corpus)")
+    _check_output(str(options.output), options.source or "-")
+    checkpoint = load_checkpoint(options.checkpoint, mmap=True)
+    tokenizer = tokenizer_of(checkpoint)
+    if options.source:
+        corpora = [CorpusFiles(options.source, options.target)]
+    else:
+        corpora = training_corpora(checkpoint.get("datamodule_hyper_parameters") or {})
+    pairs = encoded_pairs(corpora, tokenizer)
     built = build_shortlist(pairs, tokenizer, options.per_word, options.frequent)
     built.save(options.output)
     print(f"wrote {options.output}", file=sys.stderr)

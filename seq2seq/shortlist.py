@@ -1,5 +1,5 @@
 """Lexical shortlists: the target words a sentence's search may choose from. `seq2seq
-shortlist` builds one from a parallel corpus; `--shortlist FILE` searches with it.
+shortlist` builds one from a parallel corpus (the training corpus by default); `--shortlist FILE` searches with it.
 
 Search scores every hypothesis against the whole target vocabulary at every step: the output
 layer, its log-softmax and the top-k are about a third of beam search's time, yet most words
@@ -20,15 +20,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from seq2seq.checkpoint import load_torch_file, save_checkpoint
+from seq2seq.data import multi30k, tsv  # noqa: F401  (register the corpus formats)
+from seq2seq.data.corpus import CorpusFiles, ParallelCorpus
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from seq2seq.decoding.step_api import SearchVocabulary
 from seq2seq.errors import Seq2SeqError
 from seq2seq.files import read_lines
+from seq2seq.plain import from_plain
 
 FORMAT = "seq2seq-shortlist"
 FIELDS = {"candidates", "frequent", "target_size", "fingerprint"}  # what a shortlist file holds
@@ -138,20 +142,34 @@ def co_occurrences(
     return keys, counts, target_counts
 
 
+def training_corpora(data: dict[str, Any]) -> list[CorpusFiles]:
+    """The training corpora of a run's data settings (a checkpoint's datamodule hyperparameters:
+    corpus, languages, data directory), found or fetched as training found them."""
+    if not isinstance(data.get("corpus"), dict):
+        raise Seq2SeqError("the checkpoint records no training corpus: give --source and --target")
+    corpus = from_plain(ParallelCorpus, data["corpus"])
+    return corpus.splits(data["src_lang"], data["tgt_lang"], Path(data["data_dir"]))["train"]
+
+
 def encoded_pairs(
-    source: str | Path, target: str | Path, tokenizer: Tokenizer
+    corpora: list[CorpusFiles], tokenizer: Tokenizer
 ) -> Iterator[tuple[list[int], list[int]]]:
-    """The (source ids, target ids) of every line pair of two line-aligned text files (plain
-    or gzipped); a one-line error, before the first pair, if their line counts differ."""
-    counts = [sum(1 for _ in read_lines(path)) for path in (source, target)]
-    if counts[0] != counts[1]:
-        raise Seq2SeqError(f"{source} has {counts[0]} lines, {target} has {counts[1]}")
-    lines = zip(read_lines(source), read_lines(target), strict=True)
-    for chunk in _chunks(lines, PAIRS_PER_CHUNK):
-        sources, targets = zip(*chunk, strict=True)
-        yield from zip(
-            tokenizer.encode_src(list(sources)), tokenizer.encode_tgt(list(targets)), strict=True
-        )
+    """The (source ids, target ids) of every line pair of the corpora's line-aligned files
+    (plain or gzipped); a one-line error, before the first pair, if a corpus's two files differ
+    in line count."""
+    for corpus in corpora:
+        counts = [sum(1 for _ in read_lines(path)) for path in (corpus.src, corpus.tgt)]
+        if counts[0] != counts[1]:
+            raise Seq2SeqError(f"{corpus.src} has {counts[0]} lines, {corpus.tgt} has {counts[1]}")
+    for corpus in corpora:
+        lines = zip(read_lines(corpus.src), read_lines(corpus.tgt), strict=True)
+        for chunk in _chunks(lines, PAIRS_PER_CHUNK):
+            sources, targets = zip(*chunk, strict=True)
+            yield from zip(
+                tokenizer.encode_src(list(sources)),
+                tokenizer.encode_tgt(list(targets)),
+                strict=True,
+            )
 
 
 def _chunks(pairs: Iterable, size: int) -> Iterator[list]:

@@ -13,6 +13,7 @@ import pytest
 
 from seq2seq.data.corpus import CorpusFiles
 from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from seq2seq.shortlist import Shortlist
 
 TINY_VOCAB_SIZE = 400
 TRAINED_STEPS = 600  # enough for the reversal task's exact-match learning test
@@ -77,6 +78,16 @@ def trained(tmp_path_factory) -> Trained:
     settings = {"trainer.max_steps": TRAINED_STEPS, "trainer.limit_val_batches": 0}
     main(["fit", *tiny_run_args(corpus, root, **settings)])
     return Trained(root / "run" / "checkpoints" / "last.ckpt", corpus)
+
+
+def trained_shortlist(trained: Trained, per_word: int, frequent: int = 100) -> Shortlist:
+    """The shortlist of the trained model's training corpus (`seq2seq shortlist`'s default)."""
+    from seq2seq.checkpoint import load_model
+    from seq2seq.shortlist import build_shortlist, encoded_pairs
+
+    tokenizer = load_model(trained.checkpoint).tokenizer
+    corpus = CorpusFiles(str(trained.corpus / "train.de"), str(trained.corpus / "train.en"))
+    return build_shortlist(encoded_pairs([corpus], tokenizer), tokenizer, per_word, frequent)
 
 
 @pytest.fixture

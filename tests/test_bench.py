@@ -15,8 +15,8 @@ from seq2seq.data.batch import collate
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
-from seq2seq.shortlist import build_shortlist, encoded_pairs
 from seq2seq.translator import Translator
+from tests.conftest import trained_shortlist
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -117,8 +117,7 @@ def test_decode_speed_counts_the_words_a_shortlist_leaves(trained) -> None:
     sentence may use its own."""
     decode_speed = _bench_module("decode_speed")
     tokenizer = load_model(trained.checkpoint).tokenizer
-    sides = (trained.corpus / "train.de", trained.corpus / "train.en")
-    shortlist = build_shortlist(encoded_pairs(*sides, tokenizer), tokenizer, per_word=2, frequent=0)
+    shortlist = trained_shortlist(trained, per_word=2, frequent=0)
     full = Translator.from_checkpoint(trained.checkpoint)
     assert decode_speed.shortlist_words(full, ["ab cd"], 1000) is None
     translator = Translator.from_checkpoint(trained.checkpoint, shortlist=shortlist)

@@ -18,8 +18,8 @@ from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.model.autocast import has_fast_bf16
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
-from seq2seq.shortlist import build_shortlist, encoded_pairs
 from seq2seq.translator import Translator
+from tests.conftest import trained_shortlist
 from tests.models import source_batch
 
 DEVICE = torch.device(os.environ.get("SEQ2SEQ_TEST_DEVICE", "cuda"))
@@ -119,9 +119,7 @@ def test_search_on_the_device_translates_like_the_cpu(trained, beam_size: int) -
 def test_search_with_a_shortlist_on_the_device_translates_like_the_cpu(trained) -> None:
     """The shortlist's tables stay on the CPU; each batch's vocabulary goes to the device."""
     lines = (trained.corpus / "test.de").read_text().splitlines()
-    tokenizer = load_model(trained.checkpoint).tokenizer
-    sides = (trained.corpus / "train.de", trained.corpus / "train.en")
-    shortlist = build_shortlist(encoded_pairs(*sides, tokenizer), tokenizer, per_word=3)
+    shortlist = trained_shortlist(trained, per_word=3)
     on_cpu, on_device = (
         Translator.from_checkpoint(trained.checkpoint, device, "fp32", shortlist)
         for device in ("cpu", str(DEVICE))

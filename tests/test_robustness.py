@@ -614,6 +614,12 @@ CASES = [
     ),
     Case(
         SL,
+        "a source file without a target file",
+        ("--checkpoint={ckpt}", "--source={w}/good.de", SHORTLIST),
+        expect="give --source and --target, or neither (the training corpus)",
+    ),
+    Case(
+        SL,
         "missing target file",
         ("--checkpoint={ckpt}", "--source={w}/good.de", "--target={w}/none.en", SHORTLIST),
         expect="not found",

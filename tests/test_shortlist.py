@@ -18,8 +18,9 @@ from seq2seq.decoding.search import SearchOptions, search
 from seq2seq.decoding.step_api import SearchVocabulary
 from seq2seq.errors import Seq2SeqError
 from seq2seq.model.ensemble import Ensemble
-from seq2seq.shortlist import Shortlist, build_shortlist, co_occurrences
+from seq2seq.shortlist import Shortlist, build_shortlist, co_occurrences, training_corpora
 from seq2seq.translator import Translator
+from tests.conftest import trained_shortlist
 from tests.models import source_batch, tiny_model
 
 # (source ids, target ids): 5 is seen with 7 twice and 8 once; 6 with 7, 8 and 9 once each,
@@ -144,16 +145,17 @@ def test_a_search_vocabulary_must_hold_bos_and_eos() -> None:
 
 
 def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path) -> None:
-    """`seq2seq shortlist` over the reversal corpus, then `translate --shortlist`: a sentence
-    may use far fewer words than the vocabulary, and the translations stay as they were (the
-    reversal of a sentence uses its own words, always among their companions)."""
+    """`seq2seq shortlist` over the training corpus the checkpoint records (the reversal
+    corpus), then `translate --shortlist`: a sentence may use far fewer words than the
+    vocabulary, and the translations stay as they were (the reversal of a sentence uses its own
+    words, always among their companions)."""
     corpus, path = trained.corpus, tmp_path / "lists" / "shortlist.pt"
-    sides = [f"--source={corpus / 'train.de'}", f"--target={corpus / 'train.en'}"]
     settings = ["--per-word=3", "--frequent=0"]
-    seq2seq(
-        ["shortlist", f"--checkpoint={trained.checkpoint}", *sides, *settings, f"--output={path}"]
-    )
+    seq2seq(["shortlist", f"--checkpoint={trained.checkpoint}", *settings, f"--output={path}"])
     built, loaded = Shortlist.load(path), load_model(trained.checkpoint)
+    from_files = trained_shortlist(trained, per_word=3, frequent=0)
+    assert torch.equal(built.candidates, from_files.candidates)
+    assert torch.equal(built.frequent, from_files.frequent)
     sentence = torch.tensor([loaded.tokenizer.encode_src(["ab cd ef"])[0]])
     assert built.per_word == 3
     assert len(built.vocabulary(sentence).words) <= 2 + 3 * 3 < loaded.tokenizer.tgt_vocab_size
@@ -171,6 +173,11 @@ def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path)
             ]
         )
     assert outputs["listed"].read_text() == outputs["full"].read_text()
+
+
+def test_without_a_recorded_corpus_the_files_must_be_given() -> None:
+    with pytest.raises(Seq2SeqError, match="records no training corpus: give --source and"):
+        training_corpora({"src_lang": "de", "tgt_lang": "en"})
 
 
 def test_a_shortlist_of_another_tokenizer_is_refused(trained) -> None:

@@ -12,11 +12,10 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient
 
 from seq2seq import cli
-from seq2seq.checkpoint import load_model
 from seq2seq.serve.app import ServerSettings, create_app
 from seq2seq.serve.server import describe
-from seq2seq.shortlist import build_shortlist, encoded_pairs
 from seq2seq.translator import Translator
+from tests.conftest import trained_shortlist
 
 KEY = "s3cret-key"
 
@@ -172,9 +171,7 @@ def test_info_says_what_the_model_is(api, trained) -> None:
 
 
 def test_info_says_the_shortlist_searched_with(trained) -> None:
-    tokenizer = load_model(trained.checkpoint).tokenizer
-    sides = (trained.corpus / "train.de", trained.corpus / "train.en")
-    shortlist = build_shortlist(encoded_pairs(*sides, tokenizer), tokenizer, per_word=3)
+    shortlist = trained_shortlist(trained, per_word=3)
     translator = Translator.from_checkpoint(trained.checkpoint, shortlist=shortlist)
     frequent = shortlist.frequent.numel()
     assert describe([trained.checkpoint], translator)["shortlist"] == {
