@@ -1,5 +1,6 @@
 """Lexical shortlists: the target words a sentence's search may choose from. `seq2seq
-shortlist` builds one from a parallel corpus (the training corpus by default); `--shortlist FILE` searches with it.
+shortlist` builds one from a parallel corpus (the training corpus by default); `--shortlist
+FILE` searches with it.
 
 Search scores every hypothesis against the whole target vocabulary at every step: the output
 layer, its log-softmax and the top-k are about a third of beam search's time, yet most words
