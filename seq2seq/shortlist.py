@@ -38,6 +38,7 @@ from seq2seq.plain import from_plain
 FORMAT = "seq2seq-shortlist"
 FIELDS = {"candidates", "frequent", "target_size", "fingerprint"}  # what a shortlist file holds
 PAIRS_PER_CHUNK = 20_000  # sentence pairs counted at once: bounds the memory of the counting
+DENSE_LIMIT = 1 << 26  # (source, target) id pairs counted in a dense int32 table up to this many
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def build_shortlist(
             f"a shortlist needs per_word >= 1 and frequent >= 0, not {per_word} and {frequent}"
         )
     sources, targets = tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
-    keys, counts, target_counts = co_occurrences(pairs, targets)
+    keys, counts, target_counts = co_occurrences(pairs, sources, targets)
     if keys.size == 0:
         raise Seq2SeqError("the corpus has no sentence pair with words on both sides")
     source, target = np.divmod(keys, targets)
@@ -122,25 +123,43 @@ def build_shortlist(
 
 
 def co_occurrences(
-    pairs: Iterable[tuple[list[int], list[int]]], target_size: int
+    pairs: Iterable[tuple[list[int], list[int]]], source_size: int, target_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sentence co-occurrence counts of a corpus of (source ids, target ids) pairs: the pairs
     seen, as keys source id x target_size + target id (sorted), the sentence pairs holding each,
-    and (target_size,) the sentence pairs holding each target id. A word counts once a pair."""
+    and (target_size,) the sentence pairs holding each target id. A word counts once a pair.
+
+    Counted in a dense table where source_size x target_size fits DENSE_LIMIT (an 8k joint
+    vocabulary: 256 MB), else by sorting each chunk's pairs into the counts so far."""
+    size = source_size * target_size
+    dense = np.zeros(size, np.int32) if size <= DENSE_LIMIT else None
     keys, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
     target_counts = np.zeros(target_size, np.int64)
     for chunk in _chunks(pairs, PAIRS_PER_CHUNK):
-        seen = []
+        seen = [np.zeros(0, np.int64)]
         for source_ids, target_ids in chunk:
             words = np.unique(np.asarray(source_ids, dtype=np.int64))
             companions = np.unique(np.asarray(target_ids, dtype=np.int64))
             target_counts[companions] += 1
             seen.append((words[:, None] * target_size + companions).ravel())
-        new = np.concatenate(seen) if seen else np.zeros(0, np.int64)
-        keys, inverse = np.unique(np.concatenate((keys, new)), return_inverse=True)
-        weights = np.concatenate((counts, np.ones(new.size, np.int64)))
-        counts = np.bincount(inverse, weights=weights, minlength=keys.size).astype(np.int64)
+        new = np.concatenate(seen)
+        if dense is not None:
+            np.add(dense, np.bincount(new, minlength=dense.size), out=dense, casting="unsafe")
+        else:
+            keys, counts = _merged(keys, counts, *np.unique(new, return_counts=True))
+    if dense is not None:
+        keys = np.flatnonzero(dense)
+        counts = dense[keys].astype(np.int64)
     return keys, counts, target_counts
+
+
+def _merged(
+    keys: np.ndarray, counts: np.ndarray, more_keys: np.ndarray, more_counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two sets of sorted unique keys with counts as one."""
+    merged, inverse = np.unique(np.concatenate((keys, more_keys)), return_inverse=True)
+    totals = np.bincount(inverse, weights=np.concatenate((counts, more_counts)))
+    return merged, totals.astype(np.int64)
 
 
 def training_corpora(data: dict[str, Any]) -> list[CorpusFiles]:

@@ -29,18 +29,23 @@ PAIRS = [([5, 6, 5], [7, 9]), ([5], [7, 8, 8]), ([6, 4], [8]), ([4], []), ([], [
 TOKENIZER = SimpleNamespace(src_vocab_size=10, tgt_vocab_size=12, fingerprint="tiny")
 
 
-def test_co_occurrences_count_each_word_once_a_sentence_pair() -> None:
-    keys, counts, target_counts = co_occurrences(PAIRS, target_size=12)
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sorted"])
+def test_co_occurrences_count_each_word_once_a_sentence_pair(monkeypatch, dense: bool) -> None:
+    monkeypatch.setattr(shortlist_module, "DENSE_LIMIT", 10 * 12 if dense else 0)
+    keys, counts, target_counts = co_occurrences(PAIRS, source_size=10, target_size=12)
     seen = {divmod(int(k), 12): int(c) for k, c in zip(keys, counts, strict=True)}
     assert seen == {(4, 8): 1, (5, 7): 2, (5, 8): 1, (5, 9): 1, (6, 7): 1, (6, 8): 1, (6, 9): 1}
     assert target_counts.tolist() == [0] * 7 + [3, 2, 1, 0, 0]
 
 
-def test_counting_in_chunks_counts_the_same(monkeypatch) -> None:
-    whole = co_occurrences(PAIRS, target_size=12)
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sorted"])
+def test_counting_in_chunks_counts_the_same(monkeypatch, dense: bool) -> None:
+    monkeypatch.setattr(shortlist_module, "DENSE_LIMIT", 10 * 12 if dense else 0)
+    whole = co_occurrences(PAIRS, source_size=10, target_size=12)
     monkeypatch.setattr(shortlist_module, "PAIRS_PER_CHUNK", 2)
-    for chunked, expected in zip(co_occurrences(PAIRS, target_size=12), whole, strict=True):
-        np.testing.assert_array_equal(chunked, expected)
+    chunked = co_occurrences(PAIRS, source_size=10, target_size=12)
+    for part, expected in zip(chunked, whole, strict=True):
+        np.testing.assert_array_equal(part, expected)
 
 
 def test_each_source_word_keeps_its_most_frequent_companions() -> None:
