@@ -6,14 +6,15 @@ same weights, so the BLEU of the two is the cost of bf16 in search. With `--mode
 export of the checkpoint) and `--engines torch,onnxruntime`, the same searches also run in
 ONNX Runtime (fp32) with as many threads, alternated with PyTorch's; with `--shortlist FILE`
 (seq2seq shortlist), PyTorch searches with and without it, alternated, and the JSON says how
-many words a batch's output layer computes and a sentence may use.
+many words a batch's output layer computes and a sentence may use. `--profile` adds what share
+of search time the GEMMs and the costliest ops take.
 "Search" time is translation only: the checkpoint is loaded and the sentences are read before
 the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/decode_speed.py \
         --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--checkpoint B.ckpt (ensemble)] \
         [--threads 2] [--precisions fp32] [--device cuda] \
-        [--engines torch,onnxruntime --model EXPORT_DIR] [--shortlist FILE]
+        [--engines torch,onnxruntime --model EXPORT_DIR] [--shortlist FILE] [--profile]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from sacrebleu.metrics import BLEU
 from torch.nn.utils.rnn import pad_sequence
+from torch.profiler import ProfilerActivity, profile
 
 from seq2seq.allocator import keep_freed_memory
 from seq2seq.data.corpus import read_lines
@@ -36,6 +38,9 @@ from seq2seq.decoding.search import SearchOptions
 from seq2seq.model.autocast import has_fast_bf16
 from seq2seq.shortlist import Shortlist
 from seq2seq.translator import Translator
+
+# as train_throughput.py's, which this script does not import: it loads Lightning
+GEMM_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
 
 
 def measure(
@@ -59,6 +64,24 @@ def measure(
         "target_tokens_per_s": round(target_tokens / seconds),
         "bleu": round(BLEU().corpus_score(hypotheses, [references]).score, 2),
         **({"shortlist_words": words} if words else {}),
+    }
+
+
+def profiled(translator: Translator, sources: list[str], beam: int, batch_tokens: int) -> dict:
+    """One search under torch.profiler: the shares of the ops' self CPU time that the GEMMs and
+    the six costliest ops take."""
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        translator.translate_nbest(sources, SearchOptions(beam_size=beam), batch_tokens)
+    events = sorted(profiler.key_averages(), key=lambda event: -event.self_cpu_time_total)
+    total = sum(event.self_cpu_time_total for event in events)
+    gemms = sum(event.self_cpu_time_total for event in events if event.key in GEMM_OPS)
+    return {
+        "precision": translator.precision,
+        "shortlist": translator.shortlist is not None,
+        "beam": beam,
+        "batch_tokens": batch_tokens,
+        "gemm_share": round(gemms / total, 3),
+        "top_ops": {event.key: round(event.self_cpu_time_total / total, 3) for event in events[:6]},
     }
 
 
@@ -102,6 +125,12 @@ def main() -> None:
     parser.add_argument(
         "--shortlist", help="a seq2seq shortlist file: torch searches with and without it"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="then one profiled pass per beam and translator at the last budget: what share of"
+        " search time the GEMMs and the costliest ops take",
+    )
     args = parser.parse_args()
     fast_bf16 = has_fast_bf16(torch.device(args.device))
     precisions = args.precisions or ("fp32,bf16" if fast_bf16 else "fp32")
@@ -132,7 +161,13 @@ def main() -> None:
                 ]
                 median = statistics.median(run["seconds"] for run in runs)
                 results.append(min(runs, key=lambda run: abs(run["seconds"] - median)))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the profiler's
+    last_budget = int(args.batch_tokens.split(",")[-1])
+    profiles = [
+        profiled(translator, sources, int(beam), last_budget)
+        for beam in args.beams.split(",")
+        for translator in (translators if args.profile else [])
+    ]
     print(
         json.dumps(
             {
@@ -142,6 +177,7 @@ def main() -> None:
                 "sentences": len(sources),
                 "peak_rss_mib": round(peak, 1),
                 "results": results,
+                **({"profiles": profiles} if profiles else {}),
             },
             indent=2,
         )

@@ -129,3 +129,14 @@ def test_decode_speed_counts_the_words_a_shortlist_leaves(trained) -> None:
     expected = {"batch": len(own[0] | own[1]), "sentence": round((len(own[0]) + len(own[1])) / 2)}
     assert decode_speed.shortlist_words(translator, lines, 1000) == expected
     assert own[0] != own[1]
+
+
+def test_decode_speed_profiles_where_search_time_goes(trained) -> None:
+    decode_speed = _bench_module("decode_speed")
+    translator = Translator.from_checkpoint(trained.checkpoint)
+    lines = (trained.corpus / "test.de").read_text().splitlines()
+    found = decode_speed.profiled(translator, lines, 2, 1000)
+    assert (found["beam"], found["batch_tokens"], found["shortlist"]) == (2, 1000, False)
+    assert 0 < found["gemm_share"] < 1 and len(found["top_ops"]) == 6
+    assert sum(found["top_ops"].values()) <= 1.001
+    assert list(found["top_ops"].values()) == sorted(found["top_ops"].values(), reverse=True)
