@@ -106,8 +106,12 @@ def renormalized(model, allowed: list[int]):
 
 @pytest.mark.parametrize(
     "options",
-    [SearchOptions(strategy="greedy"), SearchOptions(beam_size=3, nbest=2)],
-    ids=["greedy", "beam"],
+    [
+        SearchOptions(strategy="greedy"),
+        SearchOptions(beam_size=3, nbest=2),
+        SearchOptions(strategy="sample", nbest=3, seed=4),
+    ],
+    ids=["greedy", "beam", "sample"],
 )
 def test_a_batch_over_a_vocabulary_searches_each_sentence_as_alone_with_its_words(options) -> None:
     """Token ids come back as target ids; each sentence's scores are log-probabilities over
@@ -115,8 +119,9 @@ def test_a_batch_over_a_vocabulary_searches_each_sentence_as_alone_with_its_word
     model = tiny_model(seed=5)
     src, lengths = source_batch([6, 4, 5], vocab=30, seed=3)
     full = search(model, src, lengths, options, BOS_ID, EOS_ID, model.search_weights())
-    chosen = sorted({t for nbest in full for h in nbest for t in h.tokens})
+    chosen = sorted({t for nbest in full for h in nbest for t in h.tokens if t > 5})
     allowed = [[BOS_ID, EOS_ID, *chosen[start::3], 20 + start] for start in range(3)]
+    # words 0, 1, 4 and 5 in no list: a column is not its word's id
     words = torch.tensor(sorted({word for own in allowed for word in own}))
     outside = torch.tensor([[word not in own for word in words.tolist()] for own in allowed])
     vocabulary = SearchVocabulary(words, outside)

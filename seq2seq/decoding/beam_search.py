@@ -40,9 +40,11 @@ def beam_strategy(
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
+    column_ids: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The search strategy `beam`. A beam of one is greedy search, which the greedy module runs
-    without the beam bookkeeping (the same hypotheses, tested)."""
+    without the beam bookkeeping (the same hypotheses, tested). It draws nothing, so
+    `column_ids` does not matter to it."""
     if options.beam_size == 1:
         return greedy_strategy(step, state, sentences, options, bos_id, eos_id, keep_attention)
     return beam_search(

@@ -43,9 +43,11 @@ def greedy_strategy(
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
+    column_ids: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The search strategy `greedy`: one hypothesis per sentence, scored like beam search's
-    (log-probability over the options' length penalty, plus the coverage penalty)."""
+    (log-probability over the options' length penalty, plus the coverage penalty). It draws
+    nothing, so `column_ids` does not matter to it."""
     needs_attention = keep_attention or options.coverage_penalty > 0
     result = greedy_search(
         step, state, sentences, bos_id, eos_id, needs_attention, None, options.no_repeat_ngram

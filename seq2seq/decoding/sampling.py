@@ -43,10 +43,10 @@ def source_keys(src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
     return hash32(total ^ hash32(src_lengths.to(src.device).long()))
 
 
-def gumbel_noise(row_keys: torch.Tensor, position: int, vocab: int) -> torch.Tensor:
-    """(R,) row keys -> (R, V) standard Gumbel noise for `position`, a function of its inputs."""
+def gumbel_noise(row_keys: torch.Tensor, position: int, tokens: torch.Tensor) -> torch.Tensor:
+    """(R,) row keys, (V,) token ids -> (R, V) standard Gumbel noise for `position`, a function
+    of its inputs: a token draws the same number whichever columns stand beside it."""
     step_keys = hash32(row_keys ^ hash32(torch.tensor(position + 1)))  # (R,)
-    tokens = torch.arange(vocab, device=row_keys.device)  # (V,)
     bits = hash32(hash32((step_keys.unsqueeze(1) + tokens * 0x3C6EF372) & MASK))  # (R, V)
     uniform = ((bits >> 8).double() + 0.5) / 2.0**24  # (R, V) in (0, 1), never 0 or 1
     return -torch.log(-torch.log(uniform))
@@ -77,10 +77,13 @@ def sample_strategy(
     bos_id: int,
     eos_id: int,
     keep_attention: bool = False,
+    column_ids: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The search strategy `sample`: `options.nbest` samples per sentence, most probable first,
     scored like greedy search (log-probability under the model, untempered, over the length
-    penalty, plus the coverage penalty). The draws of a sentence follow from its key."""
+    penalty, plus the coverage penalty). The draws of a sentence follow from its key and the
+    tokens' ids (`column_ids`, when the columns are a vocabulary's words), so a sentence draws
+    alike alone, in any batch and over any shortlist that holds its words."""
     batch, samples = sentences.keys.shape[0], options.nbest
     device = sentences.keys.device
     rows = torch.arange(batch, device=device).repeat_interleave(samples)  # (R,)
@@ -90,7 +93,10 @@ def sample_strategy(
 
     def choose(log_probs: torch.Tensor, position: int, open_rows: torch.Tensor) -> torch.Tensor:
         logits = filtered(log_probs, options.temperature, options.top_k, options.top_p)
-        noise = gumbel_noise(row_keys[open_rows], position, log_probs.shape[-1])
+        tokens = (
+            torch.arange(log_probs.shape[-1], device=device) if column_ids is None else column_ids
+        )
+        noise = gumbel_noise(row_keys[open_rows], position, tokens)
         return (logits + noise).argmax(dim=-1)
 
     expanded = state.reorder(rows, rows)  # every sample its own sentence

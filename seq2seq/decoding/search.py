@@ -1,9 +1,11 @@
 """How to search (`SearchOptions`), the registry of search strategies, and `search` itself.
 
-A strategy is a function `(step, state, sentences, options, bos_id, eos_id, keep_attention)
--> hypotheses per sentence, best first` over the model's step API (step_api.py); `sentences`
-says what it knows of each sentence: source length, output bounds, and a number from its source
-ids alone for strategies that draw random numbers (sampling.py).
+A strategy is a function `(step, state, sentences, options, bos_id, eos_id, keep_attention,
+column_ids) -> hypotheses per sentence, best first` over the model's step API (step_api.py);
+`sentences` says what it knows of each sentence: source length, output bounds, and a number from
+its source ids alone for strategies that draw random numbers (sampling.py); `column_ids` (V,)
+the target id of each column of the step's log-probabilities when the search runs over a
+vocabulary's words (None: column j is id j), for strategies whose draws are keyed by token.
 `SearchOptions.strategy` names its entry in `STRATEGIES`; a new strategy is one module with
 such a function plus one entry there (and, if it needs options of its own, fields here).
 
@@ -158,9 +160,11 @@ def search(
     strategy = STRATEGIES[options.strategy]
     sentences = sentences_of(src, src_lengths, options)
     if vocabulary is None:
-        return strategy(model.step, state, sentences, options, bos_id, eos_id, keep_attention)
+        return strategy(model.step, state, sentences, options, bos_id, eos_id, keep_attention, None)
     bos, eos = _positions(vocabulary.words, (bos_id, eos_id))
-    found = strategy(model.step, state, sentences, options, bos, eos, keep_attention)
+    found = strategy(
+        model.step, state, sentences, options, bos, eos, keep_attention, vocabulary.words
+    )
     ids = vocabulary.words.tolist()
     return [
         [dataclasses.replace(h, tokens=[ids[t] for t in h.tokens]) for h in nbest]

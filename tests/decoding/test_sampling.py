@@ -87,10 +87,12 @@ def test_source_keys_ignore_padding_and_differ_between_sentences() -> None:
 
 
 def test_gumbel_noise_is_a_function_of_key_position_and_token() -> None:
-    keys = torch.tensor([5, 6])
-    noise = gumbel_noise(keys, 3, 1000)
-    assert torch.equal(noise, gumbel_noise(keys, 3, 1000))
-    assert not torch.equal(noise, gumbel_noise(keys, 4, 1000))
+    keys, tokens = torch.tensor([5, 6]), torch.arange(1000)
+    noise = gumbel_noise(keys, 3, tokens)
+    assert torch.equal(noise, gumbel_noise(keys, 3, tokens))
+    assert not torch.equal(noise, gumbel_noise(keys, 4, tokens))
+    some = torch.tensor([7, 500, 999])  # a shortlist's columns: each token's own number
+    assert torch.equal(gumbel_noise(keys, 3, some), noise[:, some])
     assert torch.isfinite(noise).all()
     assert noise.mean().item() == pytest.approx(0.5772, abs=0.1)  # Euler-Mascheroni: Gumbel's mean
 

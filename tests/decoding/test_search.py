@@ -36,7 +36,7 @@ def test_a_registered_strategy_is_chosen_by_name(monkeypatch) -> None:
     the model's step, the initial state and what it knows of each sentence."""
     seen = {}
 
-    def shortest(step, state, sentences, options, bos_id, eos_id, keep_attention):
+    def shortest(step, state, sentences, options, bos_id, eos_id, keep_attention, column_ids):
         seen.update(limits=sentences.max_lengths.tolist(), step=step, keys=sentences.keys.shape)
         return [[Hypothesis([], 0.0, 0.0)] for _ in sentences.max_lengths]
 
