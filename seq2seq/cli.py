@@ -315,6 +315,7 @@ def evaluate(args: list[str]) -> None:
     run = {
         "checkpoint": checkpoints[0] if len(checkpoints) == 1 else checkpoints or None,
         "model": str(options.model) if options.model else None,
+        "shortlist": str(options.shortlist) if options.shortlist else None,
         "search": dataclasses.asdict(search),
     }
     _print_scores(hypotheses, references, options, run)

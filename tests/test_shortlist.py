@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -154,7 +155,7 @@ def test_a_search_vocabulary_must_hold_bos_and_eos() -> None:
         search(model, src, lengths, SearchOptions(), BOS_ID, EOS_ID, None, False, vocabulary)
 
 
-def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path) -> None:
+def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path, capsys) -> None:
     """`seq2seq shortlist` over the training corpus the checkpoint records (the reversal
     corpus), then `translate --shortlist`: a sentence may use far fewer words than the
     vocabulary, and the translations stay as they were (the reversal of a sentence uses its own
@@ -183,6 +184,11 @@ def test_the_commands_build_and_search_with_a_shortlist(trained, tmp_path: Path)
             ]
         )
     assert outputs["listed"].read_text() == outputs["full"].read_text()
+    test = [f"--input={corpus / 'test.de'}", f"--reference={corpus / 'test.en'}"]
+    seq2seq(
+        ["evaluate", f"--checkpoint={trained.checkpoint}", *test, f"--shortlist={path}", "--json"]
+    )
+    assert json.loads(capsys.readouterr().out)["shortlist"] == str(path)
 
 
 def test_without_a_recorded_corpus_the_files_must_be_given() -> None:

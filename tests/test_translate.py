@@ -221,6 +221,7 @@ def test_evaluate_and_score_match_sacrebleu_command_line(trained, tmp_path: Path
     )
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["checkpoint"] == str(checkpoint) and evaluated["search"]["beam_size"] == 2
+    assert evaluated["shortlist"] is None
     by_metric = {s["metric"]: s for s in evaluated["scores"]}
     assert by_metric["BLEU"]["score"] > 50  # the model reverses word order well
     assert set(by_metric["BLEU"]["details"]) == {"precisions", "bp", "ratio", "hyp_len", "ref_len"}
