@@ -635,9 +635,8 @@ def shortlist(args: list[str]) -> None:
         prog="seq2seq shortlist",
         description="Count which target subwords come with each source subword in a parallel"
         " corpus (by default the training corpus the checkpoint records) and keep the most"
-        " frequent: with --shortlist FILE, each"
-        " sentence is searched over those of its source words and the most frequent target"
-        " words only.",
+        " frequent: with --shortlist FILE, each sentence is searched over those of its source"
+        " words and the most frequent target words only.",
     )
     parser.add_argument(
         "--checkpoint", "--ckpt_path", required=True, help="the model whose tokenizer to use"
