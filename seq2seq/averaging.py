@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from seq2seq.checkpoint import TOKENIZER_KEY, check_finite, load_checkpoint
 from seq2seq.errors import Seq2SeqError
 
@@ -96,6 +98,11 @@ def check_same_model(
             raise Seq2SeqError(
                 f"{first_path} and {other_path} differ in {name}: {tuple(tensor.shape)} vs"
                 f" {tuple(other['state_dict'][name].shape)}"
+            )
+        if not tensor.is_floating_point() and not torch.equal(other["state_dict"][name], tensor):
+            raise Seq2SeqError(  # e.g. the target words scored: another training corpus
+                f"{first_path} and {other_path} differ in {name}, which is not averaged"
+                " (trained on other corpora?)"
             )
 
 

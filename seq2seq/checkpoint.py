@@ -51,6 +51,8 @@ LEGACY_SCHEDULES = {
     "inverse_sqrt": ("InverseSqrt", {"warmup_steps": "warmup_steps"}),
     "none": ("Constant", {}),
 }
+# the output layer's scored words (Decoder.target_words): checkpoints before it scored every word
+SCORED_WORDS = "decoder.target_words"
 LEGACY_KEYS = (
     "plateau_factor",
     "plateau_patience",
@@ -156,6 +158,7 @@ def load_weights(model: Seq2Seq, checkpoint: dict[str, Any], path: str | Path) -
         if name.startswith(MODEL_PREFIX)
     }
     own = model.state_dict()
+    complete_state(state, own)
     if set(state) != set(own):
         odd = sorted(set(state) ^ set(own))
         raise Seq2SeqError(
@@ -179,6 +182,16 @@ def current_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     }
     current["scheduler"] = {"class_path": f"seq2seq.schedules.{name}", "init_args": init_args}
     return current
+
+
+def complete_state(
+    saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor], prefix: str = ""
+) -> None:
+    """Add to a saved state dict (the model's keys under `prefix`) what checkpoints of earlier
+    versions lack: the scored words' mask, all True (they scored every word)."""
+    key = prefix + SCORED_WORDS
+    if key not in saved and key in own:
+        saved[key] = torch.ones_like(own[key])
 
 
 def check_fits(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:

@@ -15,6 +15,7 @@ from typing import Literal
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
@@ -30,7 +31,14 @@ from seq2seq.data.corpus import (
 )
 from seq2seq.data.multi30k import Multi30k
 from seq2seq.data.sampler import TokenBatchSampler
-from seq2seq.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from seq2seq.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    UNK_ID,
+    Tokenizer,
+    TokenizerConfig,
+    train_tokenizer,
+)
 from seq2seq.data.tsv import Tsv  # noqa: F401  (registers the format: --data.corpus Tsv)
 from seq2seq.errors import Seq2SeqError, require
 from seq2seq.files import atomic_write, check_file, read_lines
@@ -180,6 +188,19 @@ class TranslationDataModule(L.LightningDataModule):
             "tgt_vocab_size": self.tokenizer.tgt_vocab_size,
             "splits": splits,
         }
+
+    def target_words(self) -> torch.Tensor:
+        """(V,) bool: the target words a model trained on this data scores: those its training
+        targets hold, plus BOS (the first input), EOS and <unk> (after `setup("fit")`)."""
+        if "train" not in self.datasets:
+            raise Seq2SeqError("no train corpus was configured or set up")
+        assert self.tokenizer is not None
+        counts = np.bincount(
+            self.datasets["train"].tokens["tgt"], minlength=self.tokenizer.tgt_vocab_size
+        )
+        words = torch.from_numpy(counts > 0)
+        words[[BOS_ID, EOS_ID, UNK_ID]] = True
+        return words
 
     def _loader(self, split: str, max_tokens: int, shuffle: bool) -> DataLoader:
         if split not in self.datasets:

@@ -16,8 +16,10 @@ from torch import nn
 
 from seq2seq import schedules
 from seq2seq.checkpoint import (
+    MODEL_PREFIX,
     check_finite,
     check_fits,
+    complete_state,
     load_checkpoint,
     load_weights,
     store_tokenizer,
@@ -59,6 +61,11 @@ class TranslationModule(L.LightningModule):
             tokens) are padded to a multiple of this, so that its GEMMs see a few recurring
             shapes (oneDNN's bf16 GEMMs build a primitive per new shape; CUDA graphs need fixed
             shapes); 1 pads nothing. The padding adds no loss and no gradient.
+        output_vocabulary: what the output layer scores: `targets`, the target words of the
+            training corpus (plus BOS, EOS and <unk>; a reference word outside them counts as
+            <unk> in validation losses), so that a step computes and normalizes no row for a
+            word training never shows as a target (Multi30k's English side uses 3,852 of the
+            joint vocabulary's 8,000); `full`, every word of the target vocabulary.
     """
 
     def __init__(
@@ -74,6 +81,7 @@ class TranslationModule(L.LightningModule):
         seed: int = 1,
         init_from: str | None = None,
         output_rows_multiple: int = OUTPUT_ROWS_MULTIPLE,
+        output_vocabulary: Literal["targets", "full"] = "targets",
     ) -> None:
         super().__init__()
         schedules.check_optimizer_settings(learning_rate, weight_decay)
@@ -81,6 +89,10 @@ class TranslationModule(L.LightningModule):
         require(
             output_rows_multiple >= 1,
             f"output_rows_multiple must be at least 1, not {output_rows_multiple}",
+        )
+        require(
+            output_vocabulary in ("targets", "full"),
+            f"output_vocabulary must be targets or full, not {output_vocabulary!r}",
         )
         # checkpoints hold plain types (weights_only loading): objects are stored as dicts
         architecture = dataclass_of(Seq2SeqConfig, architecture)
@@ -102,7 +114,8 @@ class TranslationModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Take the data module's tokenizer (training, or evaluation on the training data);
-        before training, the `init_from` weights (a resumed run's own replace them later)."""
+        before training, the `init_from` weights and the words to score (a resumed run's own
+        replace them later)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and datamodule.tokenizer is not None:
             self.tokenizer = datamodule.tokenizer
@@ -110,6 +123,17 @@ class TranslationModule(L.LightningModule):
             checkpoint = load_checkpoint(self.hparams.init_from)
             tokenizer_of(checkpoint, expected=self.tokenizer)
             load_weights(self.model, checkpoint, self.hparams.init_from)
+        if stage == "fit" and datamodule is not None:
+            self._choose_output_words(datamodule)
+
+    def _choose_output_words(self, datamodule: Any) -> None:
+        """Before training: score the training targets' words (`output_vocabulary`), and when
+        fine-tuning, the words its checkpoint scores too."""
+        if self.hparams.output_vocabulary == "full":
+            return
+        scored = self.model.decoder.target_words  # (V,)
+        words = datamodule.target_words().to(scored.device)
+        self.model.restrict_output(words | scored if self.hparams.init_from else words)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse non-finite weights; embed the tokenizer (the checkpoint alone translates)."""
@@ -119,6 +143,7 @@ class TranslationModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take the checkpoint's tokenizer, after checking it fits this model and this data."""
+        complete_state(checkpoint["state_dict"], self.state_dict(), MODEL_PREFIX)
         check_fits(checkpoint["state_dict"], self.state_dict())
         check_finite(checkpoint["state_dict"], doing="load a checkpoint with")
         self.tokenizer = tokenizer_of(checkpoint, expected=self.tokenizer)
@@ -132,7 +157,7 @@ class TranslationModule(L.LightningModule):
         positions = batch.tgt_out != PAD_ID  # (B, T)
         multiple = self.hparams.output_rows_multiple
         logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, positions, multiple)
-        target = batch.tgt_out[positions]  # (N,), the first N of the logits' (N', V)
+        target = self.model.target_columns(batch.tgt_out[positions])  # (N,) of the (N', V')
         return label_smoothed_loss(logits, target, self.hparams.label_smoothing)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

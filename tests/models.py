@@ -45,3 +45,20 @@ def source_batch(
     src = torch.randint(4, vocab, (len(lengths), max(lengths)))
     src[torch.arange(max(lengths)) >= lengths_tensor.unsqueeze(1)] = 0
     return src, lengths_tensor
+
+
+def renormalized(model: Seq2Seq, allowed: list[int]):
+    """`model` whose step scores only the `allowed` words, normalized over them, in full
+    (R, V) log-probabilities: what a search over those words must find."""
+    inside = torch.zeros(model.config.tgt_vocab_size, dtype=torch.bool)
+    inside[allowed] = True
+
+    class Restricted:
+        encode, initial_state, output_words = model.encode, model.initial_state, model.output_words
+
+        def step(self, state, tokens):
+            log_probs, state, attention = model.step(state, tokens)
+            masked = log_probs.masked_fill(~inside, float("-inf"))
+            return masked.log_softmax(dim=-1), state, attention
+
+    return Restricted()

@@ -38,10 +38,11 @@ def _batch(vocab_size: int, generator: np.random.Generator):
     return collate(items)
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_step_flops_match_torch_flop_counter(layers: int) -> None:
+@pytest.mark.parametrize(("layers", "scored"), [(1, None), (2, None), (1, 23)])
+def test_step_flops_match_torch_flop_counter(layers: int, scored: int | None) -> None:
     """Forward, loss and backward of a step under torch's FLOP counter (every mm, bmm and addmm
-    as dispatched) against the analytic count the utilization divides by."""
+    as dispatched) against the analytic count the utilization divides by; with the output
+    layer over all 50 target words or over `scored` of them."""
     config = Seq2SeqConfig(
         src_vocab_size=50,
         tgt_vocab_size=50,
@@ -55,13 +56,16 @@ def test_step_flops_match_torch_flop_counter(layers: int) -> None:
     )
     torch.manual_seed(0)
     model = Seq2Seq(config).train()
+    if scored:
+        model.restrict_output(torch.arange(50) < scored)
     batch = _batch(config.tgt_vocab_size, np.random.default_rng(0))
     positions = batch.tgt_out != PAD_ID  # (B, T)
     with FlopCounterMode(display=False) as counter:
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in, positions)  # (N, V)
-        loss, _, _ = label_smoothed_loss(logits, batch.tgt_out[positions], 0.1)
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in, positions)  # (N, V')
+        target = model.target_columns(batch.tgt_out[positions])
+        loss, _, _ = label_smoothed_loss(logits, target, 0.1)
         loss.backward()
-    analytic = _bench_module("train_throughput").step_flops(config, batch)
+    analytic = _bench_module("train_throughput").step_flops(config, batch, scored)
     # the one GEMM the analytic count has and autograd skips: the gradient into the encoder's
     # all-zero initial state, one recurrent product per layer and direction (measured: exactly it)
     b, h = batch.src.shape[0], config.encoder_hidden_size

@@ -95,7 +95,7 @@ def assert_search_steps_match(model: Seq2Seq, engine: OnnxModel, batch: int, len
     rows = torch.arange(batch).repeat_interleave(3)
     ours, theirs = ours.reorder(rows), theirs.reorder(rows)
     for _ in range(2):
-        tokens = torch.randint(4, model.config.tgt_vocab_size, (3 * batch,), generator=generator)
+        tokens = torch.randint(4, model.output_words().numel(), (3 * batch,), generator=generator)
         with torch.no_grad():
             mine = model.step(ours, tokens)
         other = engine.step(theirs, tokens)
@@ -121,6 +121,25 @@ def test_every_cell_type_and_stack_exports(tokenizer, tmp_path: Path, variant: s
     assert_search_steps_match(model, engine, batch=5, length=23)
     expected_state = (1 if model.config.cell_type != "lstm" else 2, model.config.decoder_layers)
     assert engine.manifest.state_shape[:2] == expected_state
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_a_model_scoring_some_words_exports_them_alone(tokenizer, tmp_path: Path, tied) -> None:
+    """The step graph of a model restricted to some target words scores those alone, in the
+    order of their ids, and the manifest lists them."""
+    model = random_model(tokenizer.src_vocab_size, tie_embeddings=tied)
+    words = torch.zeros(tokenizer.tgt_vocab_size, dtype=torch.bool)
+    words[: tokenizer.tgt_vocab_size // 2 : 3] = True
+    words[[0, 1, 2, 3]] = True
+    model.restrict_output(words)
+    engine = exported(model, tokenizer, tmp_path / "model")
+    assert engine.manifest.output_words == words.nonzero().squeeze(1).tolist()
+    assert torch.equal(engine.output_words(), model.output_words())
+    assert_search_steps_match(model, engine, batch=5, length=23)
+    src, lengths = source_batch([9, 4], vocab=tokenizer.src_vocab_size)
+    with torch.no_grad():
+        step = engine.step(engine.initial_state(engine.encode(src, lengths)), torch.tensor([2, 2]))
+    assert step.log_probs.shape == (2, int(words.sum()))
 
 
 def run_cli(capsys, *argv: str) -> str:
@@ -194,7 +213,8 @@ def test_exporting_again_replaces_the_earlier_export(reference_shaped, tokenizer
 def test_a_graph_that_differs_from_pytorch_is_not_written(reference_shaped) -> None:
     model, engine = reference_shaped
     torch.manual_seed(1)
-    other = Seq2Seq(model.config).eval()  # the same shapes, other weights
+    other = Seq2Seq(model.config).eval()  # the same shapes and words, other weights
+    other.restrict_output(model.decoder.target_words)
     with pytest.raises(Seq2SeqError, match=r"computes \w+ .* away from PyTorch"):
         check_against_torch(engine, other)
     assert check_against_torch(engine, model) <= TOLERANCE

@@ -316,6 +316,12 @@ CASES = [
     ),
     Case(
         T,
+        "an output vocabulary other than targets or full",
+        (*TRAIN, "--model.output_vocabulary=some"),
+        expect="some",
+    ),
+    Case(
+        T,
         "a vocabulary too small for the special ids",
         (*TRAIN, "--data.vocab_size=3"),
         expect="vocab_size must be at least 5, not 3",

@@ -22,7 +22,7 @@ from seq2seq.model.ensemble import Ensemble
 from seq2seq.shortlist import Shortlist, build_shortlist, co_occurrences, training_corpora
 from seq2seq.translator import Translator
 from tests.conftest import trained_shortlist
-from tests.models import source_batch, tiny_model
+from tests.models import renormalized, source_batch, tiny_model
 
 # (source ids, target ids): 5 is seen with 7 twice and 8 once; 6 with 7, 8 and 9 once each,
 # and 8 (two pairs) is a more frequent target word than 9 (one pair)
@@ -86,23 +86,6 @@ def test_a_saved_shortlist_loads_as_it_was(tmp_path: Path) -> None:
     for name in ("other", "cut"):  # not ours; ours without its candidates
         with pytest.raises(Seq2SeqError, match=rf"{name}\.pt is not a shortlist"):
             Shortlist.load(tmp_path / f"{name}.pt")
-
-
-def renormalized(model, allowed: list[int]):
-    """`model` whose step scores only the `allowed` words, normalized over them, in full
-    (R, V) log-probabilities: what a search over those words must find."""
-    inside = torch.zeros(model.config.tgt_vocab_size, dtype=torch.bool)
-    inside[allowed] = True
-
-    class Restricted:
-        encode, initial_state = model.encode, model.initial_state
-
-        def step(self, state, tokens):
-            log_probs, state, attention = model.step(state, tokens)
-            masked = log_probs.masked_fill(~inside, float("-inf"))
-            return masked.log_softmax(dim=-1), state, attention
-
-    return Restricted()
 
 
 @pytest.mark.parametrize(

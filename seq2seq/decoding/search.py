@@ -44,7 +44,11 @@ StrategyName = Literal[tuple(STRATEGIES)]  # the registry's names, for argument 
 
 
 class Searchable(Protocol):
-    """What search needs of a model: encode once, a start state, and the step API."""
+    """What search needs of a model: the words it scores, encode once, a start state, and the
+    step API."""
+
+    def output_words(self) -> torch.Tensor:
+        """(V',) the sorted target ids its steps score: token id i is the i-th."""
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Any:
         """Encode the (B, S) sources once."""
@@ -52,8 +56,9 @@ class Searchable(Protocol):
     def initial_state(
         self, encoded: Any, search_weights: Any = None, vocabulary: SearchVocabulary | None = None
     ) -> Any:
-        """The state before the first target token; with a `vocabulary`, of a search over its
-        words alone, whose token ids are positions in them."""
+        """The state before the first target token; with a `vocabulary` (of words among the
+        output words), of a search over its words alone, whose token ids are positions in
+        them."""
 
     step: StepFunction
 
@@ -154,18 +159,19 @@ def search(
     """The best hypotheses of every sentence in (B, S) source ids, best first (with attention
     weights, (output length + 1, S), when `keep_attention`). `search_weights`: the model's
     `search_weights()`, built by the caller once for many searches. `vocabulary`: the words
-    each sentence's outputs may use (a shortlist, shortlist.py); the model's probabilities
-    are normalized over a sentence's own."""
+    each sentence's outputs may use (a shortlist, shortlist.py), less any the model does not
+    score; the model's probabilities are normalized over a sentence's own."""
+    if vocabulary is not None:
+        vocabulary = vocabulary.within(model.output_words().to(vocabulary.words.device))
     state = model.initial_state(model.encode(src, src_lengths), search_weights, vocabulary)
     strategy = STRATEGIES[options.strategy]
     sentences = sentences_of(src, src_lengths, options)
-    if vocabulary is None:
-        return strategy(model.step, state, sentences, options, bos_id, eos_id, keep_attention, None)
-    bos, eos = _positions(vocabulary.words, (bos_id, eos_id))
-    found = strategy(
-        model.step, state, sentences, options, bos, eos, keep_attention, vocabulary.words
-    )
-    ids = vocabulary.words.tolist()
+    words = model.output_words() if vocabulary is None else vocabulary.words  # (V',)
+    bos, eos = _positions(words, (bos_id, eos_id))
+    if int(words[-1]) == words.numel() - 1:  # words 0..V'-1: token ids are target ids
+        return strategy(model.step, state, sentences, options, bos, eos, keep_attention, None)
+    found = strategy(model.step, state, sentences, options, bos, eos, keep_attention, words)
+    ids = words.tolist()
     return [
         [dataclasses.replace(h, tokens=[ids[t] for t in h.tokens]) for h in nbest]
         for nbest in found

@@ -37,6 +37,13 @@ class SearchVocabulary(NamedTuple):
     words: torch.Tensor  # (V',) sorted target ids, BOS and EOS among them
     outside: torch.Tensor  # (B, V') True where a sentence may not use the word
 
+    def within(self, scored: torch.Tensor) -> SearchVocabulary:
+        """These words less those a model does not score (`scored` (V'',) sorted ids)."""
+        kept = torch.isin(self.words, scored)  # (V',)
+        if bool(kept.all()):
+            return self
+        return SearchVocabulary(self.words[kept], self.outside[:, kept])
+
 
 class Sentences(NamedTuple):
     """What a strategy knows of each of the B sentences it searches, (B,) each."""

@@ -4,7 +4,7 @@ model (decoding/step_api.py), so greedy, beam and sampling search run unchanged 
 Tensors cross to ONNX Runtime as NumPy views (no copy) and come back wrapped by
 torch.from_numpy; the search itself (scores, top-k, reordering) stays in PyTorch.
 
-Shapes: B sentences, R hypothesis rows, S source length, V vocabulary, and the recurrent state
+Shapes: B sentences, R hypothesis rows, S source length, V' output words, and the recurrent state
 (C, L, R, H) of graphs.py.
 """
 
@@ -71,6 +71,10 @@ class OnnxModel:
         _check_signature(self.encoder, manifest.ENCODER, ENCODER_INPUTS, ENCODER_OUTPUTS)
         _check_signature(self.decoder_step, manifest.DECODER_STEP, STEP_INPUTS, STEP_OUTPUTS)
 
+    def output_words(self) -> torch.Tensor:
+        """(V',) the sorted target ids the exported step scores: token id i is the i-th."""
+        return torch.tensor(self.manifest.output_words, dtype=torch.long)
+
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> OnnxState:
         """(B, S) source ids and (B,) lengths -> the state before the first target token."""
         feeds = {"src": _numpy(src), "src_lengths": _numpy(src_lengths)}
@@ -86,13 +90,14 @@ class OnnxModel:
         self, encoded: OnnxState, search_weights: None = None, vocabulary: None = None
     ) -> OnnxState:
         """The encoder's graph already ends with the decoder's initial state; the step's graph
-        scores the whole vocabulary (no `vocabulary` of a shortlist)."""
+        scores all of `output_words()` (no `vocabulary` of a shortlist)."""
         if vocabulary is not None:
             raise Seq2SeqError("an exported model searches its whole vocabulary: no shortlist")
         return encoded
 
     def step(self, state: OnnxState, tokens: torch.Tensor) -> StepOutput:
-        """The search API: previous tokens (R,) -> log-probabilities (R, V), state, attention."""
+        """The search API: previous tokens (R,) -> log-probabilities (R, V'), state, attention;
+        token ids and columns are positions in `output_words()`."""
         feeds = {
             "tokens": _numpy(tokens),
             "state": _numpy(state.state),

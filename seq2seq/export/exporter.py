@@ -174,6 +174,8 @@ def check_against_torch(exported, model: torch.nn.Module) -> float:
     """The largest difference between the exported graphs in ONNX Runtime and the model in
     PyTorch over sample sources (lengths 1 to 40, 3 hypotheses a sentence); a one-line error
     past TOLERANCE."""
+    if not torch.equal(exported.output_words(), model.output_words()):
+        raise Seq2SeqError("the export scores other target words than the model: not written")
     generator = torch.Generator().manual_seed(0)
     lengths = torch.tensor([40, 1, 17, 3])
     src = torch.randint(4, model.config.src_vocab_size, (4, 40), generator=generator)
@@ -181,7 +183,7 @@ def check_against_torch(exported, model: torch.nn.Module) -> float:
     ours = model.initial_state(model.encode(src, lengths), model.search_weights())
     theirs = exported.initial_state(exported.encode(src, lengths))
     rows = torch.arange(4).repeat_interleave(3)
-    tokens = torch.randint(4, model.config.tgt_vocab_size, (12,), generator=generator)
+    tokens = torch.randint(4, model.output_words().numel(), (12,), generator=generator)
     ours_step = model.step(ours.reorder(rows), tokens)
     theirs_step = exported.step(theirs.reorder(rows), tokens)
     pairs = {

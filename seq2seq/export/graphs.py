@@ -4,7 +4,8 @@ so the exported graphs compute what search computes in PyTorch.
 
 The recurrent state travels as one tensor (C, L, R, H): C = 2 for an LSTM (hidden, cell), 1
 otherwise; L decoder layers; R hypothesis rows; H decoder hidden size. Shapes otherwise: B
-sentences, S source length, M memory size, A attention size, V target vocabulary.
+sentences, S source length, M memory size, A attention size, V' the target words the model
+scores (Seq2Seq.output_words).
 """
 
 from __future__ import annotations
@@ -47,18 +48,28 @@ class EncoderGraph(nn.Module):
 
 class DecoderStepGraph(nn.Module):
     """tokens (R,) int64, state (C, L, R, H), memory (B, S, M), keys (B, S, A), padding_bias
-    (B, S) -> log_probs (R, V), next_state (C, L, R, H), attention (R, S); the R rows are K
+    (B, S) -> log_probs (R, V'), next_state (C, L, R, H), attention (R, S); the R rows are K
     adjacent hypotheses per sentence (R = B x K), as in PyTorch search.
 
-    The first layer's input projection of every target word (Decoder.search_weights, (V, G*H))
-    is built here once and stored in the graph: each step gathers rows of it, as PyTorch search
-    does, instead of multiplying the embedding."""
+    The per-word tables of search (Decoder.search_weights: the scored words' embeddings, output
+    rows and first-layer input projections, (V', G*H)) are built here once and stored in the
+    graph: each step gathers rows of them, as PyTorch search does; token ids and the
+    log-probabilities' columns are positions in the model's output words."""
 
     def __init__(self, model: Seq2Seq) -> None:
         super().__init__()
         self.model = model
-        table = model.search_weights().embedding_projections
-        self.register_buffer("embedding_projections", table.clone(), persistent=False)
+        scored = model.search_weights()
+        tied = model.decoder.output.weight is model.decoder.embedding.weight
+        tables = {
+            "embedding_projections": scored.embedding_projections,
+            "embeddings": scored.embeddings,
+            "output_weight": None if tied else scored.output_weight,  # tied: the embeddings
+            "output_bias": scored.output_bias,
+        }
+        for name, table in tables.items():
+            kept = None if table is None else table.clone()
+            self.register_buffer(name, kept, persistent=False)
 
     def forward(
         self,
@@ -73,9 +84,9 @@ class DecoderStepGraph(nn.Module):
         weights = SearchWeights(
             self.embedding_projections,
             decoder.step_weights(),
-            decoder.embedding.weight,
-            decoder.output.weight,
-            decoder.output.bias,
+            self.embeddings,
+            self.embeddings if self.output_weight is None else self.output_weight,
+            self.output_bias,
         )
         hidden = tuple(state[0].split(1))  # L x (1, R, H)
         cell = tuple(state[1].split(1)) if state.shape[0] == 2 else ()

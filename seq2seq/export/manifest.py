@@ -1,8 +1,9 @@
 """seq2seq_export.json: what an export directory holds and what the graphs expect, written by
 the exporter and checked by the engine before it opens a graph.
 
-It records the special ids, the sizes of every graph input and output, the checkpoint's search
-settings (the engine's defaults), the opset, and each graph's SHA-256, so that a graph copied
+It records the special ids, the sizes of every graph input and output, the target words the step
+scores, the checkpoint's search settings (the engine's defaults), the opset, and each graph's
+SHA-256, so that a graph copied
 in from another export is refused with one line instead of failing mid-search.
 """
 
@@ -24,7 +25,7 @@ from seq2seq.files import atomic_write
 NAME = "seq2seq_export.json"
 ENCODER = "encoder.onnx"
 DECODER_STEP = "decoder_step.onnx"
-FORMAT = 1
+FORMAT = 2  # 2: output_words (the step scores those alone)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Manifest:
     opset: int
     checkpoint: dict[str, Any]  # path, step, validation_bleu, data settings
     sha256: dict[str, str]  # file name -> digest
+    output_words: list[int]  # sorted target ids the step scores: token id i is the i-th
 
 
 def write(directory: Path, loaded: LoadedModel, facts: dict[str, Any], opset: int) -> None:
@@ -56,6 +58,7 @@ def write(directory: Path, loaded: LoadedModel, facts: dict[str, Any], opset: in
         "opset": opset,
         "checkpoint": facts,
         "sha256": {name: digest(directory / name) for name in (ENCODER, DECODER_STEP)},
+        "output_words": loaded.model.output_words().tolist(),
     }
     with atomic_write(directory / NAME) as out:
         json.dump(content, out, indent=2)

@@ -1,7 +1,9 @@
 """Decoder with Bahdanau attention: teacher-forced forward for training, `step` for search.
 
 Shapes: B batch, S source length, T target length, E embedding size, H decoder hidden size,
-M memory size (2 x encoder hidden), A attention size, V vocabulary, L decoder layers.
+M memory size (2 x encoder hidden), A attention size, V vocabulary, L decoder layers, V' <= V
+the target words the output layer scores (`restrict_output`): logits' columns and search's token
+ids are positions in `output_words()`.
 
 At step i the attention reads the memory with the previous top state s(i-1) (Bahdanau et al.,
 2015); the first layer is fed [y(i-1); c(i)], higher layers the state below; the output is
@@ -34,19 +36,19 @@ class StepWeights(NamedTuple):
 class SearchWeights(NamedTuple):
     """What every search step reads, built once from the current parameters by whoever owns
     the search (`Decoder.search_weights`) and passed in with the initial state. Row v of the
-    per-word tables is the step's token id v: target id v, or the v-th word of a shortlist
-    (`restricted`)."""
+    per-word tables is the step's token id v: the v-th of the decoder's output words, or of a
+    shortlist's (`restricted`)."""
 
-    embedding_projections: torch.Tensor  # (V, G*H) first layer's input projection of each word
+    embedding_projections: torch.Tensor  # (V', G*H) first layer's input projection of each word
     step: StepWeights
-    embeddings: torch.Tensor  # (V, E) each word's target embedding, unscaled
-    output_weight: torch.Tensor  # (V, E) the output layer's row of each word
-    output_bias: torch.Tensor  # (V,)
+    embeddings: torch.Tensor  # (V', E) each word's target embedding, unscaled
+    output_weight: torch.Tensor  # (V', E) the output layer's row of each word
+    output_bias: torch.Tensor  # (V',)
 
     def restricted(self, vocabulary: torch.Tensor) -> SearchWeights:
-        """The weights of a search over `vocabulary` (V',) target ids alone: its steps read and
-        score those words only, token id i standing for vocabulary[i], and their log-softmax
-        normalizes over them."""
+        """The weights of a search over `vocabulary` (V'',) rows of these alone: its steps read
+        and score those words only, token id i standing for row vocabulary[i], and their
+        log-softmax normalizes over them."""
         return self._replace(
             embedding_projections=self.embedding_projections.index_select(0, vocabulary),
             embeddings=self.embeddings.index_select(0, vocabulary),
@@ -138,6 +140,28 @@ class Decoder(nn.Module):
         self.output = nn.Linear(embedding_size, vocab_size)
         if tie_embeddings:
             self.output.weight = embedding.weight
+        # (V,) True for the target words the output layer scores (`restrict_output`)
+        self.register_buffer("target_words", torch.ones(vocab_size, dtype=torch.bool))
+
+    def restrict_output(self, words: torch.Tensor) -> None:
+        """Score only the target words where the (V,) bool `words` is True: a word the training
+        targets never hold only ever learns to be improbable, and its output row costs a
+        training step as much as any other's."""
+        if words.shape != self.target_words.shape or words.dtype != torch.bool:
+            raise ValueError(f"output words must be a ({self.target_words.numel()},) bool mask")
+        if not bool(words[self.unk_id]):
+            raise ValueError("the output words must include <unk> (unscored words count as it)")
+        self.target_words.copy_(words)
+
+    def output_words(self) -> torch.Tensor:
+        """(V',) the sorted target ids the output layer scores: column i of the logits (and
+        token id i in search) is output_words()[i]."""
+        return self.target_words.nonzero().squeeze(1)
+
+    def output_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Target `ids` (any shape) -> their columns in the logits; -1 for a word not scored."""
+        columns = self.target_words.cumsum(0) - 1  # (V,)
+        return torch.where(self.target_words[ids], columns[ids], -1)
 
     def initial_state(
         self,
@@ -165,16 +189,18 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def search_weights(self) -> SearchWeights:
-        """The step weights and the first layer's input projection of every target word,
-        (V, G*H): a row gather per step instead of a GEMM. Building the table costs V x E x G*H
-        multiply-adds, about what V one-row decoder steps spend on the projection, so a search
-        builds it once when it starts (under autocast: in autocast's dtype), and a model whose
-        weights change needs a new one."""
+        """The step weights, the scored words' rows, and the first layer's input projection of
+        each of them, (V', G*H): a row gather per step instead of a GEMM. Building the table
+        costs V' x E x G*H multiply-adds, about what V' one-row decoder steps spend on the
+        projection, so a search builds it once when it starts (under autocast: in autocast's
+        dtype), and a model whose weights change needs a new one."""
         weights = self.step_weights()
-        scaled = self.embedding.weight * self.embedding_scale  # (V, E)
-        table = scaled @ weights.input[0].t()  # (V, G*H)
-        output_weight, output_bias = (cast_once(p) for p in (self.output.weight, self.output.bias))
-        return SearchWeights(table, weights, self.embedding.weight, output_weight, output_bias)
+        embeddings, output_weight, output_bias = self._scored_rows(
+            self.embedding.weight, self.output.weight, self.output.bias
+        )  # (V', E), (V', E), (V',)
+        table = (embeddings * self.embedding_scale) @ weights.input[0].t()  # (V', G*H)
+        output_weight, output_bias = cast_once(output_weight), cast_once(output_bias)
+        return SearchWeights(table, weights, embeddings, output_weight, output_bias)
 
     def forward(
         self,
@@ -183,7 +209,7 @@ class Decoder(nn.Module):
         positions: torch.Tensor | None = None,
         rows_multiple: int = 1,
     ) -> torch.Tensor:
-        """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V), or (N', V) at the N True
+        """Teacher forcing: tgt_in (B, T) ids -> logits (B, T, V'), or (N', V') at the N True
         `positions` (B, T) only (the loss skips padding: no output layer work for it), N' = N
         rounded up to `rows_multiple` with zero rows: shape bucketing, so that the output
         layer's GEMMs see a few recurring row counts instead of a new one every batch (bf16
@@ -213,12 +239,12 @@ class Decoder(nn.Module):
     def step(
         self, state: DecoderState, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
-        """One step from previous tokens (B,): logits (B, V), next state, attention (B, S).
-        In search (state.search_weights), the ids and V are those of the search weights'
-        vocabulary (SearchWeights.restricted)."""
+        """One step from previous tokens (B,): logits (B, V'), next state, attention (B, S).
+        Token ids and columns are positions in `output_words()`; in search
+        (state.search_weights), in the search weights' vocabulary (SearchWeights.restricted)."""
         search = state.search_weights
         if search is None:
-            embedded = self._embed(tokens.unsqueeze(1))  # (B, 1, E)
+            embedded = self._embed(self.output_words()[tokens].unsqueeze(1))  # (B, 1, E)
             weights = self.step_weights()
             projection = embedded[:, 0] @ weights.input[0].t()  # (B, G*H)
             output = None  # the output layer's own parameters
@@ -232,7 +258,7 @@ class Decoder(nn.Module):
         state, top = self._advance(state, projection, context, weights, no_dropout)
         output_mask = self._output_mask(embedded)
         logits = self._logits(top.unsqueeze(1), context.unsqueeze(1), embedded, output_mask, output)
-        logits = logits.squeeze(1)  # (B, V)
+        logits = logits.squeeze(1)  # (B, V')
         if state.outside is not None:  # each sentence's K = B / sentences adjacent rows
             by_sentence = logits.view(state.outside.shape[0], -1, logits.shape[-1])
             by_sentence.masked_fill_(state.outside.unsqueeze(1), float("-inf"))
@@ -320,11 +346,19 @@ class Decoder(nn.Module):
         output_mask: torch.Tensor | None,
         output: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """(*, H), (*, M), (*, E) and a mask broadcastable to (*, E) -> (*, V), all steps in
-        one GEMM; `output`: the output layer's (V, E) weight and (V,) bias, if not its own."""
+        """(*, H), (*, M), (*, E) and a mask broadcastable to (*, E) -> (*, V'), all steps in
+        one GEMM; `output`: the output layer's (V', E) weight and (V',) bias, if not its own
+        rows of the scored words."""
         pre_output = torch.tanh(self.pre_output(torch.cat((top, context, embedded), dim=-1)))
-        weight, bias = output or (self.output.weight, self.output.bias)
+        weight, bias = output or self._scored_rows(self.output.weight, self.output.bias)
         return nn.functional.linear(_masked(pre_output, output_mask), weight, bias)
+
+    def _scored_rows(self, *per_word: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(V, *) tables -> their (V', *) rows of the scored words (all: the tables as they are)."""
+        words = self.output_words()
+        if words.numel() == self.target_words.numel():
+            return per_word
+        return tuple(table.index_select(0, words) for table in per_word)
 
 
 def padded_count(count: int, multiple: int) -> int:

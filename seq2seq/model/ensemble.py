@@ -9,7 +9,7 @@ vetoes a token the others agree on. The attention is the mean of the models' att
 share the tokenizer, so they attend over the same source subwords, and attention plots and the
 coverage penalty see what the ensemble as a whole read.
 
-Shapes: B sentences, R hypothesis rows, S source length, V vocabulary, M models.
+Shapes: B sentences, R hypothesis rows, S source length, V' words every model scores, M models.
 """
 
 from __future__ import annotations
@@ -54,6 +54,13 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(models)
         self.log_count = math.log(len(models))
 
+    def output_words(self) -> torch.Tensor:
+        """(V',) the target ids every model scores: the ensemble searches over those."""
+        scored = self.members[0].decoder.target_words  # (V,)
+        for model in self.members[1:]:
+            scored = scored & model.decoder.target_words.to(scored.device)
+        return scored.nonzero().squeeze(1)
+
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[Any, ...]:
         """Each model's encoding of the (B, S) sources."""
         return tuple(model.encode(src, src_lengths) for model in self.members)
@@ -66,11 +73,12 @@ class Ensemble(nn.Module):
         self,
         encoded: tuple[Any, ...],
         search_weights: tuple[Any, ...] | None = None,
-        vocabulary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        vocabulary: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> EnsembleState:
-        """Each model's state before the first target token (over `vocabulary`'s words alone,
-        if given: Seq2Seq.initial_state)."""
+        """Each model's state before the first target token, over `vocabulary`'s words alone,
+        if given, else over the words every model scores (Seq2Seq.initial_state)."""
         weights = search_weights or (None,) * len(self.members)
+        vocabulary = vocabulary or (self.output_words(), None)
         return EnsembleState(
             tuple(
                 model.initial_state(encoding, own, vocabulary)
@@ -79,7 +87,7 @@ class Ensemble(nn.Module):
         )
 
     def step(self, state: EnsembleState, tokens: torch.Tensor) -> StepOutput:
-        """Previous tokens (R,) -> log of the models' mean probability (R, V), the state, the
+        """Previous tokens (R,) -> log of the models' mean probability (R, V'), the state, the
         models' mean attention (R, S)."""
         outputs = [
             model.step(own, tokens) for model, own in zip(self.members, state.members, strict=True)

@@ -1,6 +1,8 @@
 """Seq2Seq: encode() once, forward() for teacher-forced training, step() for search.
 
-Shapes: B batch, S source length, T target length, V target vocabulary.
+Shapes: B batch, S source length, T target length, V target vocabulary, V' <= V the target
+words the output layer scores (`restrict_output`; all V unless restricted): logits, log-
+probabilities and search's token ids are positions in `output_words()`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ OUTPUT_ROWS_MULTIPLE = 64
 class StepOutput(NamedTuple):
     """What a search step returns."""
 
-    log_probs: torch.Tensor  # (B, V)
+    log_probs: torch.Tensor  # (B, V') over output_words()
     state: DecoderState
     attention: torch.Tensor  # (B, S)
 
@@ -170,6 +172,26 @@ class Seq2Seq(nn.Module):
         """src (B, S), src_lengths (B,) -> memory, mask and final states."""
         return self.encoder(src, src_lengths)
 
+    def restrict_output(self, words: torch.Tensor) -> None:
+        """Score only the target words where the (V,) bool mask `words` is True (those of the
+        training targets, say): logits, log-probabilities and search then cover those alone."""
+        self.decoder.restrict_output(words)
+
+    def output_words(self) -> torch.Tensor:
+        """(V',) sorted target ids the model scores: column i of the logits is the i-th."""
+        return self.decoder.output_words()
+
+    def output_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Target `ids` (any shape) -> their columns in the logits; -1 for a word not scored."""
+        return self.decoder.output_positions(ids)
+
+    def target_columns(self, ids: torch.Tensor) -> torch.Tensor:
+        """Reference target `ids` (any shape) -> the logits' columns a loss reads: a word the
+        model does not score (one the training targets never held) counts as <unk>."""
+        columns = self.output_positions(ids)
+        unk = self.output_positions(torch.tensor(self.config.unk_id, device=ids.device))
+        return torch.where(columns >= 0, columns, unk)
+
     def search_weights(self) -> SearchWeights:
         """What every search step reads, from the current parameters: build once per search
         (under the search's autocast, if any) and pass to `initial_state`."""
@@ -179,17 +201,21 @@ class Seq2Seq(nn.Module):
         self,
         encoded: EncoderOutput,
         search_weights: SearchWeights | None = None,
-        vocabulary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        vocabulary: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> DecoderState:
         """The decoder state before the first target token (see Decoder.initial_state); with a
-        `vocabulary`, (V',) sorted target ids and (B, V') which of them each sentence may not
-        use, a search over those words alone: its token ids are positions in them
-        (SearchWeights.restricted)."""
+        `vocabulary`, (V'',) sorted target ids among `output_words()` and (B, V'') which of them
+        each sentence may not use (or None), a search over those words alone: its token ids are
+        positions in them (SearchWeights.restricted)."""
         if vocabulary is None:
             return self.decoder.initial_state(encoded, search_weights)
         words, outside = vocabulary
-        restricted = (search_weights or self.search_weights()).restricted(words)
-        return self.decoder.initial_state(encoded, restricted, outside)
+        columns = self.output_positions(words)  # (V'',)
+        if bool((columns < 0).any()):
+            raise ValueError("a search vocabulary may hold only words the model scores")
+        if words.numel() < int(self.decoder.target_words.sum()):
+            search_weights = (search_weights or self.search_weights()).restricted(columns)
+        return self.decoder.initial_state(encoded, search_weights, outside)
 
     def forward(
         self,
@@ -199,14 +225,16 @@ class Seq2Seq(nn.Module):
         positions: torch.Tensor | None = None,
         rows_multiple: int = 1,
     ) -> torch.Tensor:
-        """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V), or (N', V) at the N True
+        """Teacher forcing: (B, S), (B,), (B, T) -> logits (B, T, V'), or (N', V') at the N True
         target `positions` (B, T) only, zero-padded to a multiple of `rows_multiple` rows (see
         Decoder.forward)."""
         state = self.decoder.initial_state(self.encode(src, src_lengths))
         return self.decoder(state, tgt_in, positions, rows_multiple)
 
     def step(self, state: DecoderState, tokens: torch.Tensor) -> StepOutput:
-        """The search API: previous tokens (B,) -> log-probabilities (B, V), state, attention."""
+        """The search API: previous tokens (B,) -> log-probabilities (B, V'), state, attention;
+        token ids and columns are positions in `output_words()` (or in the vocabulary the state
+        was started with: `initial_state`)."""
         logits, state, attention = self.decoder.step(state, tokens)
         # at least fp32 under autocast too: beam scores add up over the whole output
         dtype = torch.promote_types(logits.dtype, torch.float32)

@@ -38,7 +38,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def describe(paths: Sequence[str | Path], translator: Translator) -> dict[str, Any]:
-    """What GET /info says of the model: sizes, languages, vocabulary, and per checkpoint its
+    """What GET /info says of the model: sizes, languages, vocabulary (and the target words it
+    scores), and per checkpoint its
     training step and last validation BLEU (null when the run recorded none); for an export
     (no `paths`), the facts of the checkpoint it was exported from; the engine, device,
     precision and shortlist it searches with."""
@@ -59,6 +60,7 @@ def describe(paths: Sequence[str | Path], translator: Translator) -> dict[str, A
         "vocabulary": {
             "source": translator.tokenizer.src.get_piece_size(),
             "target": translator.tokenizer.tgt.get_piece_size(),
+            "scored": model.output_words().numel(),  # target words the output layer scores
         },
         "parameters": parameters,
         "architecture": architectures,

@@ -12,6 +12,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient
 
 from seq2seq import cli
+from seq2seq.checkpoint import load_model
 from seq2seq.serve.app import ServerSettings, create_app
 from seq2seq.serve.server import describe
 from seq2seq.translator import Translator
@@ -160,7 +161,8 @@ def test_a_request_past_its_time_is_a_503_and_the_server_goes_on(trained) -> Non
 def test_info_says_what_the_model_is(api, trained) -> None:
     info = api.get("/info").json()
     assert (info["source_language"], info["target_language"]) == ("de", "en")
-    assert info["vocabulary"] == {"source": 40, "target": 40}
+    scored = load_model(trained.checkpoint).model.output_words().numel()
+    assert info["vocabulary"] == {"source": 40, "target": 40, "scored": scored}
     assert info["checkpoints"] == [
         {"path": str(trained.checkpoint), "step": 600, "validation_bleu": None}
     ]
