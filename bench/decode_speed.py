@@ -57,6 +57,7 @@ def measure(
         "engine": translator.engine,
         "precision": translator.precision,
         "shortlist": translator.shortlist is not None,
+        "output_words": translator.model.output_words().numel(),
         "beam": beam,
         "batch_tokens": batch_tokens,
         "seconds": round(seconds, 2),
@@ -86,15 +87,16 @@ def profiled(translator: Translator, sources: list[str], beam: int, batch_tokens
 
 
 def shortlist_words(translator: Translator, sources: list[str], batch_tokens: int) -> dict | None:
-    """With a shortlist: the words a batch's output layer computes and a sentence may use, on
-    average over the batches translate_nbest makes."""
+    """With a shortlist: the words a batch's output layer computes and a sentence may use (of
+    those the model scores), on average over the batches translate_nbest makes."""
     if translator.shortlist is None:
         return None
     ids = translator.encode(sources)
+    scored = translator.model.output_words()
     batch, sentence = [], []
     for indices in translator.batches(ids, batch_tokens):
         src = pad_sequence([torch.tensor(ids[i]) for i in indices], batch_first=True)  # pad 0
-        vocabulary = translator.shortlist.vocabulary(src)
+        vocabulary = translator.shortlist.vocabulary(src).within(scored)
         batch.append(vocabulary.words.numel())
         sentence += (~vocabulary.outside).sum(dim=1).tolist()
     return {"batch": round(statistics.mean(batch)), "sentence": round(statistics.mean(sentence))}

@@ -50,6 +50,7 @@ def largest_differences(torch_side: Translator, onnx_side: Translator, sources: 
         _worse(worst, "keys", ours.keys, theirs.keys)
         _worse(worst, "state", stack_state(ours), theirs.state)
         for step, previous in enumerate(batch.tgt_in.t()):  # (B,): BOS, then the greedy output
+            previous = model.output_positions(previous).clamp(min=0)  # token ids; padding: 0
             with torch.no_grad():
                 mine = model.step(ours, previous)
             other = engine.step(theirs, previous)

@@ -15,16 +15,18 @@ Variants: `fused` (no layer norm, no dropout: the encoder runs torch's fused LST
 `ln_dropout` (the reference: layer norm and variational dropout), each in fp32 and, where the
 device has fast bf16 (CUDA, or a CPU with AVX-512 BF16 / AMX), bf16 autocast as Lightning's
 `bf16-mixed` runs it (no autocast weight cache); each with the output layer's rows padded to
-every multiple of --output-rows-multiples (training's shape bucketing; 1: none). The JSON also
-gives the batches' padding: source and target positions, and each variant's output-layer rows,
-beyond the real ones. Prints JSON.
+every multiple of --output-rows-multiples (training's shape bucketing; 1: none); each with the
+output layer over every --output-vocabularies: `targets` (as training runs by default: the
+target words of the training corpus alone) and `full` (every word). The JSON also gives the
+batches' padding: source and target positions, and each variant's output-layer rows, beyond the
+real ones, and how many words the output layer scores. Prints JSON.
 
 The model is the architecture of the training configs named by --config (later files
 override earlier ones, as in train.py), the reference model by default.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/train_throughput.py [--steps 10] \
         [--config configs/multi30k_de_en.yaml --config configs/large.yaml] [--device cuda] \
-        [--output-rows-multiples 1,64]
+        [--output-rows-multiples 1,64] [--output-vocabularies targets,full]
 """
 
 from __future__ import annotations
@@ -70,6 +72,14 @@ def architecture(config_paths: list[str]) -> dict:
 
 
 def training_batches(count: int, max_tokens: int, data_dir: str, device: str) -> list[Batch]:
+    return training_data(count, max_tokens, data_dir, device)[0]
+
+
+def training_data(
+    count: int, max_tokens: int, data_dir: str, device: str
+) -> tuple[list[Batch], torch.Tensor]:
+    """The first `count` training batches of Multi30k, and the (V,) target words training
+    scores (TranslationDataModule.target_words)."""
     datamodule = TranslationDataModule(data_dir=data_dir, max_tokens=max_tokens)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -78,13 +88,14 @@ def training_batches(count: int, max_tokens: int, data_dir: str, device: str) ->
         batches.append(batch.to(device))
         if len(batches) == count:
             break
-    return batches
+    return batches, datamodule.target_words()
 
 
-def step_flops(config: Seq2SeqConfig, batch: Batch) -> float:
+def step_flops(config: Seq2SeqConfig, batch: Batch, scored_words: int | None = None) -> float:
     """GEMM FLOPs of one training step as run (forward x 3): the recurrences over the padded
     batch, every encoder and decoder layer, the output layer over the real target positions
-    only. tests/test_bench.py checks it against torch's FLOP counter."""
+    only and over `scored_words` (default: the whole target vocabulary). tests/test_bench.py
+    checks it against torch's FLOP counter."""
     b, s = batch.src.shape
     t = batch.tgt_in.shape[1]
     e, h, d, a = (
@@ -93,7 +104,7 @@ def step_flops(config: Seq2SeqConfig, batch: Batch) -> float:
         config.decoder_hidden_size,
         config.attention_size,
     )
-    v, g, memory = config.tgt_vocab_size, 4, 2 * config.encoder_hidden_size
+    v, g, memory = scored_words or config.tgt_vocab_size, 4, 2 * config.encoder_hidden_size
     encoder = 0
     for layer in range(config.encoder_layers):
         inputs = e if layer == 0 else memory
@@ -174,7 +185,8 @@ def train_step(
     positions = batch.tgt_out != PAD_ID  # (B, T)
     with autocast:
         logits = model(batch.src, batch.src_lengths, batch.tgt_in, positions, rows_multiple)
-    loss, _, _ = label_smoothed_loss(logits, batch.tgt_out[positions], 0.1)
+    target = model.target_columns(batch.tgt_out[positions])  # (N,) as TranslationModule.loss
+    loss, _, _ = label_smoothed_loss(logits, target, 0.1)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
@@ -229,23 +241,34 @@ def main() -> None:
         help="comma-separated: the output layer's rows padded to each (1: none); default: "
         "training's",
     )
+    parser.add_argument(
+        "--output-vocabularies",
+        default="targets",
+        help="comma-separated: what the output layer scores, `targets` (the training targets' "
+        "words, as training by default) and/or `full`",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()  # as train.py and the seq2seq command run
     sizes = architecture(args.config or ["configs/multi30k_de_en.yaml"])
-    batches = training_batches(args.steps, args.max_tokens, args.data_dir, args.device)
+    batches, words = training_data(args.steps, args.max_tokens, args.data_dir, args.device)
     runs = {}
     for name in args.variants.split(","):
         options = VARIANTS[name]
-        for precision, rows in itertools.product(
-            precisions(args.device), map(int, args.output_rows_multiples.split(","))
+        for precision, rows, vocabulary in itertools.product(
+            precisions(args.device),
+            map(int, args.output_rows_multiples.split(",")),
+            args.output_vocabularies.split(","),
         ):
             torch.manual_seed(0)
             model = Seq2Seq(Seq2SeqConfig(**{**sizes, **options})).to(args.device)
+            if vocabulary == "targets":
+                model.restrict_output(words.to(args.device))
             optimizer = build_optimizer(model.parameters(), "adam", 1e-3, 0.0)
             for batch in batches[: args.warmup]:
                 train_step(model.train(), optimizer, batch, precision, args.device, rows)
-            runs[f"{name}/{precision}/rows={rows}"] = (model, optimizer, precision, rows, [])
+            key = f"{name}/{precision}/rows={rows}/vocabulary={vocabulary}"
+            runs[key] = (model, optimizer, precision, rows, [])
     for _ in range(args.rounds):
         for model, optimizer, precision, rows, times in runs.values():
             times += [
@@ -253,7 +276,6 @@ def main() -> None:
             ]
     training_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the profiler's
     config = next(iter(runs.values()))[0].config
-    flops = statistics.mean(step_flops(config, b) for b in batches)
     tokens = statistics.mean(b.num_tgt_tokens for b in batches)
     sentences = statistics.mean(len(b) for b in batches)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -265,6 +287,8 @@ def main() -> None:
     for key, (model, optimizer, precision, rows, times) in runs.items():
         peak = peaks[precision]
         step = statistics.median(times)
+        scored = model.output_words().numel()
+        flops = statistics.mean(step_flops(model.config, b, scored) for b in batches)
         breakdown = {"gemm_time_share": None, "mfu_gemms_alone": None}
         if not model.config.fused_encoder:
             gemm, profiled = gemm_seconds(model, optimizer, batches, precision, args.device, rows)
@@ -280,6 +304,8 @@ def main() -> None:
             "gemm_peak_gflop_per_s": round(peak / 1e9, 1),
             "mfu": round(flops / step / peak, 3),
             "output_rows_padding": round(output_rows_padding(batches, rows), 4),
+            "output_words": scored,
+            "analytic_gflop_per_step": round(flops / 1e9, 2),
             **breakdown,
         }
     print(
@@ -294,7 +320,6 @@ def main() -> None:
                 "batches": len(batches),
                 "mean_target_tokens_per_batch": round(tokens),
                 "mean_sentences_per_batch": round(sentences, 1),
-                "analytic_gflop_per_step": round(flops / 1e9, 2),
                 "padding": batch_padding(batches),
                 "peak_rss_mib": round(training_rss / 1024),
                 "variants": results,
