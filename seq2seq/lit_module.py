@@ -64,7 +64,7 @@ class TranslationModule(L.LightningModule):
         output_vocabulary: what the output layer scores: `targets`, the target words of the
             training corpus (plus BOS, EOS and <unk>; a reference word outside them counts as
             <unk> in validation losses), so that a step computes and normalizes no row for a
-            word training never shows as a target (Multi30k's English side uses 3,852 of the
+            word training never shows as a target (Multi30k's English side: 3,851 of the
             joint vocabulary's 8,000); `full`, every word of the target vocabulary.
     """
 

@@ -3,8 +3,8 @@ the exporter and checked by the engine before it opens a graph.
 
 It records the special ids, the sizes of every graph input and output, the target words the step
 scores, the checkpoint's search settings (the engine's defaults), the opset, and each graph's
-SHA-256, so that a graph copied
-in from another export is refused with one line instead of failing mid-search.
+SHA-256, so that a graph copied in from another export is refused with one line instead of
+failing mid-search.
 """
 
 from __future__ import annotations
