@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from seq2seq.decoding.search import SearchOptions
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 TINY_SIZES = {
@@ -18,6 +19,12 @@ SMALL_SIZES = {
     "decoder_hidden_size": 20,
     "attention_size": 10,
 }
+# greedy, beam and sampling (n-best, seeded): what a search-equivalence test runs each of
+EVERY_STRATEGY = [
+    SearchOptions(strategy="greedy"),
+    SearchOptions(beam_size=3, nbest=2),
+    SearchOptions(strategy="sample", nbest=3, seed=4),
+]
 TINY_ARCHITECTURE = Seq2SeqConfig(src_vocab_size=30, tgt_vocab_size=30, **TINY_SIZES)
 
 

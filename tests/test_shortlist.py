@@ -22,7 +22,7 @@ from seq2seq.model.ensemble import Ensemble
 from seq2seq.shortlist import Shortlist, build_shortlist, co_occurrences, training_corpora
 from seq2seq.translator import Translator
 from tests.conftest import trained_shortlist
-from tests.models import renormalized, source_batch, tiny_model
+from tests.models import EVERY_STRATEGY, renormalized, source_batch, tiny_model
 
 # (source ids, target ids): 5 is seen with 7 twice and 8 once; 6 with 7, 8 and 9 once each,
 # and 8 (two pairs) is a more frequent target word than 9 (one pair)
@@ -88,15 +88,7 @@ def test_a_saved_shortlist_loads_as_it_was(tmp_path: Path) -> None:
             Shortlist.load(tmp_path / f"{name}.pt")
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        SearchOptions(strategy="greedy"),
-        SearchOptions(beam_size=3, nbest=2),
-        SearchOptions(strategy="sample", nbest=3, seed=4),
-    ],
-    ids=["greedy", "beam", "sample"],
-)
+@pytest.mark.parametrize("options", EVERY_STRATEGY, ids=["greedy", "beam", "sample"])
 def test_a_batch_over_a_vocabulary_searches_each_sentence_as_alone_with_its_words(options) -> None:
     """Token ids come back as target ids; each sentence's scores are log-probabilities over
     its own words, as if every other word had probability 0, whatever else is in its batch."""

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID
-from seq2seq.decoding.search import SearchOptions, search
+from seq2seq.decoding.search import search
 from seq2seq.model.loss import label_smoothed_loss
-from tests.models import renormalized, small_model, source_batch, tiny_model
+from tests.models import EVERY_STRATEGY, renormalized, small_model, source_batch, tiny_model
 
 SCORED = [0, 1, 2, 3, 7, 9, 12, 20, 25, 29]  # of a 30-word (tiny) target vocabulary
 
@@ -79,15 +79,7 @@ def test_a_step_reads_and_scores_positions_in_the_output_words(with_search_weigh
     torch.testing.assert_close(attention, expected_attention)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        SearchOptions(strategy="greedy"),
-        SearchOptions(beam_size=3, nbest=2),
-        SearchOptions(strategy="sample", nbest=3, seed=4),
-    ],
-    ids=["greedy", "beam", "sample"],
-)
+@pytest.mark.parametrize("options", EVERY_STRATEGY, ids=["greedy", "beam", "sample"])
 def test_search_finds_what_the_full_model_finds_with_other_words_impossible(options) -> None:
     """Tokens come back as target ids, scores as log-probabilities over the scored words."""
     full, restricted = tiny_model(seed=5), tiny_model(seed=5)
