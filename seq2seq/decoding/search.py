@@ -54,11 +54,16 @@ class Searchable(Protocol):
         """Encode the (B, S) sources once."""
 
     def initial_state(
-        self, encoded: Any, search_weights: Any = None, vocabulary: SearchVocabulary | None = None
+        self,
+        encoded: Any,
+        search_weights: Any = None,
+        vocabulary: SearchVocabulary | None = None,
+        hypotheses: int = 1,
     ) -> Any:
         """The state before the first target token; with a `vocabulary` (of words among the
         output words), of a search over its words alone, whose token ids are positions in
-        them."""
+        them; `hypotheses`: the rows each sentence will have (the model may prepare for
+        them)."""
 
     step: StepFunction
 
@@ -163,7 +168,9 @@ def search(
     score; the model's probabilities are normalized over a sentence's own."""
     if vocabulary is not None:
         vocabulary = vocabulary.within(model.output_words().to(vocabulary.words.device))
-    state = model.initial_state(model.encode(src, src_lengths), search_weights, vocabulary)
+    hypotheses = options.beam_size if options.strategy == "beam" else 1  # rows a sentence
+    encoded = model.encode(src, src_lengths)
+    state = model.initial_state(encoded, search_weights, vocabulary, hypotheses)
     strategy = STRATEGIES[options.strategy]
     sentences = sentences_of(src, src_lengths, options)
     words = model.output_words() if vocabulary is None else vocabulary.words  # (V',)

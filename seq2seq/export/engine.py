@@ -87,10 +87,15 @@ class OnnxModel:
         return None
 
     def initial_state(
-        self, encoded: OnnxState, search_weights: None = None, vocabulary: None = None
+        self,
+        encoded: OnnxState,
+        search_weights: None = None,
+        vocabulary: None = None,
+        hypotheses: int = 1,
     ) -> OnnxState:
         """The encoder's graph already ends with the decoder's initial state; the step's graph
-        scores all of `output_words()` (no `vocabulary` of a shortlist)."""
+        scores all of `output_words()` (no `vocabulary` of a shortlist) and reads the memory
+        itself for any number of `hypotheses` a sentence."""
         if vocabulary is not None:
             raise Seq2SeqError("an exported model searches its whole vocabulary: no shortlist")
         return encoded

@@ -38,7 +38,9 @@ class BahdanauAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Context (B*K, M) and weights (B*K, S) for queries (B*K, Q) over keys (B, S, A) of
         memory (B, S, M): K queries per sentence (beams; 1 in training and greedy search) read
-        their sentence's memory, which is stored once.
+        their sentence's memory, which is stored once. Any per-position values may stand in
+        for the memory (its projections, Decoder.initial_state): the context is their mean
+        under the weights.
 
         `padding_bias` (B, S) is 0 at real tokens and -inf at padding (`padding_bias()`).
         """

@@ -73,6 +73,10 @@ class DecoderState:
     padding_bias: torch.Tensor  # (B, S) 0 at tokens, -inf at padding
     search_weights: SearchWeights | None = None  # in search; else steps read the parameters
     outside: torch.Tensor | None = None  # (B, V') words a sentence may not use (a shortlist)
+    # (B, S, G*H + E) when projected once per source position (Decoder.initial_state's
+    # `project_context`): what each position's memory adds to the first layer's input
+    # projection and to the deep output, which a step's attention weights then mix
+    context_projections: torch.Tensor | None = None
 
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> DecoderState:
         """Hypotheses `rows` (R',) - beam expansion, pruning, reordering - and, where sentences
@@ -88,7 +92,8 @@ class DecoderState:
             memory=self.memory.index_select(0, sentences),
             keys=self.keys.index_select(0, sentences),
             padding_bias=self.padding_bias.index_select(0, sentences),
-            outside=None if self.outside is None else self.outside.index_select(0, sentences),
+            outside=_selected(self.outside, sentences),
+            context_projections=_selected(self.context_projections, sentences),
         )
 
 
@@ -168,24 +173,41 @@ class Decoder(nn.Module):
         encoded: EncoderOutput,
         search_weights: SearchWeights | None = None,
         outside: torch.Tensor | None = None,
+        project_context: bool = False,
     ) -> DecoderState:
         """s(0) = tanh(W [h_fwd(last); h_bwd(first)]) for every layer, cells at zero. A search
         passes the `search_weights` it built when it started; without them (teacher forcing,
         gradient probes) every step computes from the parameters. `outside` (B, V'): the words
-        of the search weights' vocabulary each sentence may not use (their logits are -inf)."""
+        of the search weights' vocabulary each sentence may not use (their logits are -inf).
+
+        `project_context`: the context vector enters the step only through two linear maps
+        (the first layer's input projection and the deep output), and it is a weighted mean
+        of the memory, so each source position's memory is projected once here and a step
+        mixes the projections with its attention weights: B*S rows of that GEMM for the whole
+        search instead of one row per hypothesis and step, fewer when a sentence has several
+        hypotheses (beams); with one a sentence, about as many and a wider mix."""
         batch = encoded.memory.shape[0]
         bridged = torch.tanh(self.bridge(encoded.final_hidden))  # (B, L*H)
         hidden = tuple(bridged.view(batch, len(self.cells), -1).transpose(0, 1).unsqueeze(1))
         cell = tuple(torch.zeros_like(h) for h in hidden) if self.cells[0].has_cell_state else ()
+        memory = cast_once(encoded.memory)  # read at every step: cast once (autocast.py)
+        projections = memory @ self._context_weight().t() if project_context else None
         return DecoderState(
             hidden=hidden,
             cell=cell,
-            memory=cast_once(encoded.memory),  # read at every step: cast once (autocast.py)
+            memory=memory,
             keys=self.attention.project_memory(encoded.memory),
             padding_bias=padding_bias(encoded.src_mask, encoded.memory.dtype),
             search_weights=search_weights,
             outside=outside,
+            context_projections=projections,  # (B, S, G*H + E) or None
         )
+
+    def _context_weight(self) -> torch.Tensor:
+        """(G*H + E, M): the first layer's input weight of c(i), then the deep output's."""
+        memory_size = self.attention.key_projection.in_features
+        deep_output = self.pre_output.weight[:, self.hidden_size : self.hidden_size + memory_size]
+        return torch.cat((self._input_weights()[1], cast_once(deep_output)))
 
     @torch.no_grad()
     def search_weights(self) -> SearchWeights:
@@ -222,8 +244,9 @@ class Decoder(nn.Module):
         # unbind once, weights sliced once: indexing inside the loop would make backward
         # zero-fill a full-size gradient at every step
         for step_projection in embedding_projection.unbind(1):
-            context, _ = self._attend(state)
-            state, top = self._advance(state, step_projection, context, weights, masks)
+            context, _ = self._attend(state, state.memory)
+            first_input = step_projection + context @ weights.input[1].t()  # (B, G*H)
+            state, top = self._advance(state, first_input, weights, masks)
             tops.append(top)
             contexts.append(context)
         top, context = torch.stack(tops, 1), torch.stack(contexts, 1)  # (B, T, H), (B, T, M)
@@ -244,25 +267,44 @@ class Decoder(nn.Module):
         (state.search_weights), in the search weights' vocabulary (SearchWeights.restricted)."""
         search = state.search_weights
         if search is None:
-            embedded = self._embed(self.output_words()[tokens].unsqueeze(1))  # (B, 1, E)
+            embedded = self._embed(self.output_words()[tokens].unsqueeze(1))[:, 0]  # (B, E)
             weights = self.step_weights()
-            projection = embedded[:, 0] @ weights.input[0].t()  # (B, G*H)
-            output = None  # the output layer's own parameters
+            projection = embedded @ weights.input[0].t()  # (B, G*H)
+            output = self._scored_rows(self.output.weight, self.output.bias)
         else:  # search (in eval mode): rows of per-word tables instead of GEMMs
-            embedded = search.embeddings.index_select(0, tokens).unsqueeze(1) * self.embedding_scale
+            embedded = search.embeddings.index_select(0, tokens) * self.embedding_scale
             weights = search.step
             projection = search.embedding_projections.index_select(0, tokens)
             output = (search.output_weight, search.output_bias)
-        context, attention = self._attend(state)
+        if state.context_projections is None:
+            context, attention = self._attend(state, state.memory)  # (B, M), (B, S)
+            first_input = projection + context @ weights.input[1].t()  # (B, G*H)
+        else:
+            mixed, attention = self._attend(state, state.context_projections)  # (B, G*H + E)
+            first_input, context = mixed.split((projection.shape[-1], embedded.shape[-1]), -1)
+            first_input = first_input + projection  # context: its share of the deep output
         no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
-        state, top = self._advance(state, projection, context, weights, no_dropout)
-        output_mask = self._output_mask(embedded)
-        logits = self._logits(top.unsqueeze(1), context.unsqueeze(1), embedded, output_mask, output)
-        logits = logits.squeeze(1)  # (B, V')
+        state, top = self._advance(state, first_input, weights, no_dropout)
+        if state.context_projections is None:
+            pre_output = self.pre_output(torch.cat((top, context, embedded), dim=-1))
+        else:
+            pre_output = self._projected_pre_output(top, context, embedded)
+        output_mask = sequence_mask(embedded.shape, self.dropout, embedded, self.training)
+        logits = nn.functional.linear(_masked(torch.tanh(pre_output), output_mask), *output)
         if state.outside is not None:  # each sentence's K = B / sentences adjacent rows
             by_sentence = logits.view(state.outside.shape[0], -1, logits.shape[-1])
             by_sentence.masked_fill_(state.outside.unsqueeze(1), float("-inf"))
         return logits, state, attention
+
+    def _projected_pre_output(
+        self, top: torch.Tensor, projected_context: torch.Tensor, embedded: torch.Tensor
+    ) -> torch.Tensor:
+        """The deep output's pre-activation (B, E) from s(i) (B, H), its context's share already
+        projected (B, E) and y(i-1) (B, E): `pre_output` without the context's columns."""
+        weight = cast_once(self.pre_output.weight)  # (E, H + M + E)
+        from_state = torch.addmm(self.pre_output.bias, top, weight[:, : self.hidden_size].t())
+        from_word = embedded @ weight[:, -embedded.shape[-1] :].t()
+        return from_state + from_word + projected_context
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         vocab_size = self.embedding.num_embeddings
@@ -283,9 +325,13 @@ class Decoder(nn.Module):
         """The weights a step multiplies by, from the current parameters (`StepWeights`)."""
         return StepWeights(self._input_weights(), [cell.recurrent_weight() for cell in self.cells])
 
-    def _attend(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
-        query = state.hidden[-1][0]  # (B, H): s(i-1)
-        return self.attention(query, state.keys, state.memory, state.padding_bias)
+    def _attend(
+        self, state: DecoderState, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention of s(i-1) over the memory: (B*K, X) mean of the (B, S, X) `values`
+        (the memory, or its context projections) and the weights (B*K, S)."""
+        query = state.hidden[-1][0]  # (B*K, H): s(i-1)
+        return self.attention(query, state.keys, values, state.padding_bias)
 
     def _masks(self, batch: int, like: torch.Tensor) -> _StepMasks:
         size, layers = self.hidden_size, len(self.cells)
@@ -303,14 +349,13 @@ class Decoder(nn.Module):
     def _advance(
         self,
         state: DecoderState,
-        embedding_projection: torch.Tensor,
-        context: torch.Tensor,
+        projection: torch.Tensor,
         weights: StepWeights,
         masks: _StepMasks,
     ) -> tuple[DecoderState, torch.Tensor]:
-        """Run every layer one step: embedding_projection (B, G*H), context (B, M) -> the next
-        state and the top layer's output (B, H) (its state, plus its input with `residual`)."""
-        projection = embedding_projection + context @ weights.input[1].t()  # (B, G*H)
+        """Run every layer one step: the first layer's input projection (B, G*H), of [y(i-1);
+        c(i)], -> the next state and the top layer's output (B, H) (its state, plus its input
+        with `residual`)."""
         hidden, cell = [], []
         output = None
         for layer, module in enumerate(self.cells):
@@ -370,6 +415,11 @@ def _padded_rows(values: torch.Tensor, multiple: int) -> torch.Tensor:
     """(N, X) -> (N', X): zero rows appended up to N' = padded_count(N, multiple)."""
     extra = padded_count(values.shape[0], multiple) - values.shape[0]
     return nn.functional.pad(values, (0, 0, 0, extra)) if extra else values
+
+
+def _selected(rows: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    """rows[index] along the first dimension, or None without rows."""
+    return None if rows is None else rows.index_select(0, index)
 
 
 def _masked(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

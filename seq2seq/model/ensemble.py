@@ -74,14 +74,16 @@ class Ensemble(nn.Module):
         encoded: tuple[Any, ...],
         search_weights: tuple[Any, ...] | None = None,
         vocabulary: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+        hypotheses: int = 1,
     ) -> EnsembleState:
         """Each model's state before the first target token, over `vocabulary`'s words alone,
-        if given, else over the words every model scores (Seq2Seq.initial_state)."""
+        if given, else over the words every model scores, for `hypotheses` rows a sentence
+        (Seq2Seq.initial_state)."""
         weights = search_weights or (None,) * len(self.members)
         vocabulary = vocabulary or (self.output_words(), None)
         return EnsembleState(
             tuple(
-                model.initial_state(encoding, own, vocabulary)
+                model.initial_state(encoding, own, vocabulary, hypotheses)
                 for model, encoding, own in zip(self.members, encoded, weights, strict=True)
             )
         )

@@ -202,20 +202,24 @@ class Seq2Seq(nn.Module):
         encoded: EncoderOutput,
         search_weights: SearchWeights | None = None,
         vocabulary: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+        hypotheses: int = 1,
     ) -> DecoderState:
         """The decoder state before the first target token (see Decoder.initial_state); with a
         `vocabulary`, (V'',) sorted target ids among `output_words()` and (B, V'') which of them
         each sentence may not use (or None), a search over those words alone: its token ids are
-        positions in them (SearchWeights.restricted)."""
+        positions in them (SearchWeights.restricted). `hypotheses`: how many rows each sentence
+        will have (the beam size); from two on, the context's projections are computed once
+        per source position (Decoder.initial_state's `project_context`)."""
+        project_context = hypotheses > 1
         if vocabulary is None:
-            return self.decoder.initial_state(encoded, search_weights)
+            return self.decoder.initial_state(encoded, search_weights, None, project_context)
         words, outside = vocabulary
         columns = self.output_positions(words)  # (V'',)
         if bool((columns < 0).any()):
             raise ValueError("a search vocabulary may hold only words the model scores")
         if words.numel() < int(self.decoder.target_words.sum()):
             search_weights = (search_weights or self.search_weights()).restricted(columns)
-        return self.decoder.initial_state(encoded, search_weights, outside)
+        return self.decoder.initial_state(encoded, search_weights, outside, project_context)
 
     def forward(
         self,

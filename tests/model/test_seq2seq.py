@@ -145,6 +145,49 @@ def test_state_reorder_selects_and_repeats_rows() -> None:
     assert expanded_state.memory.shape[0] == 3 and expanded_state.hidden[0].shape[1] == 6
 
 
+@pytest.mark.parametrize("cell_type", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize(("layers", "residual"), [(1, False), (2, True)])
+@pytest.mark.parametrize("with_search_weights", [True, False])
+def test_context_projected_per_source_position_gives_the_per_row_steps(
+    cell_type: str, layers: int, residual: bool, with_search_weights: bool
+) -> None:
+    """A state for several hypotheses a sentence projects each source position's memory once
+    (its share of the first layer's gates and of the deep output); steps mixing those with
+    the attention weights give the log-probabilities and attention of steps that project the
+    context per row, through beam expansion and sentences leaving."""
+    model = small_model(
+        cell_type=cell_type, decoder_layers=layers, encoder_layers=layers, residual=residual
+    ).eval()
+    src, lengths = source_batch()
+    beams = torch.arange(3).repeat_interleave(2)  # two hypotheses per sentence
+    leave_rows, leave_sentences = torch.tensor([0, 1, 4, 5]), torch.tensor([0, 2])
+
+    def three_steps(hypotheses: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        search_weights = model.search_weights() if with_search_weights else None
+        encoded = model.encode(src, lengths)
+        state = model.initial_state(encoded, search_weights, hypotheses=hypotheses)
+        first, state, first_attention = model.step(state, torch.tensor([5, 6, 7]))
+        state = state.reorder(beams)
+        second, state, second_attention = model.step(state, torch.tensor([8, 9, 10, 11, 12, 13]))
+        state = state.reorder(leave_rows, leave_sentences)  # the second sentence is done
+        third, state, third_attention = model.step(state, torch.tensor([14, 15, 16, 17]))
+        assert (state.context_projections is None) == (hypotheses == 1)
+        return [(first, first_attention), (second, second_attention), (third, third_attention)]
+
+    with torch.no_grad():
+        per_row, projected = three_steps(1), three_steps(2)
+    for (log_probs, attention), (expected, expected_attention) in zip(
+        projected, per_row, strict=True
+    ):
+        torch.testing.assert_close(log_probs, expected)
+        torch.testing.assert_close(attention, expected_attention)
+    with torch.no_grad():
+        encoded = model.encode(src, lengths)
+        state = model.initial_state(encoded, model.search_weights(), hypotheses=2)
+    gates = CELL_TYPES[cell_type].gates * SMALL["decoder_hidden_size"]
+    assert state.context_projections.shape == (3, 7, gates + SMALL["embedding_size"])
+
+
 def test_search_weights_give_the_step_of_the_current_parameters() -> None:
     """Search steps read a table of embedding projections built from the parameters when the
     search starts (`search_weights()`), passed in explicitly: the same log-probabilities as
