@@ -4,10 +4,11 @@ The whole batch is searched at once: B sentences x K beams are flattened into B*
 decoder's recurrent state (its encoder side stays one row per sentence, shared by the beams).
 Every step scores the K*V extensions of each sentence, keeps the 2K best (so
 that K of them can continue even when some end in EOS), finalizes the EOS candidates that rank
-among the K best, and continues with the K best non-EOS ones. A sentence is done when it has K
-finished hypotheses and no open beam can still beat the worst of them (length normalization can
-favour longer outputs, so this uses each beam's most optimistic normalized score); done
-sentences leave the batch. Shapes: B sentences, K beam size, V vocabulary.
+among the K best, and continues with the K best non-EOS ones. A sentence is done when it has as
+many finished hypotheses as asked for (n-best) and no open beam can still beat the last of them
+(length normalization can favour longer outputs, so this uses each beam's most optimistic
+normalized score): the result is exact, and done sentences leave the batch. Shapes: B
+sentences, K beam size, V vocabulary.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def beam_search(
         keep = continuing(token == eos_id, beam_size)  # (B', K)
         position += 1
         open_scores = values.gather(1, keep)  # (B', K)
-        done = _done(search, open_scores, position, penalty, alpha)  # (B',)
+        done = _done(search, open_scores, position, (penalty, alpha), nbest)  # (B',)
         any_ended, any_done = torch.stack((ended.any(), done.any())).tolist()  # the one sync
         if any_ended:
             _finalize(finished, search, (values, origin, ended, bonus), divisor, step_weights)
@@ -354,17 +355,23 @@ def _finalize(
 
 
 def _done(
-    search: _Search, open_scores: torch.Tensor, position: int, penalty: LengthPenalty, alpha: float
+    search: _Search,
+    open_scores: torch.Tensor,
+    position: int,
+    penalty: tuple[LengthPenalty, float],
+    nbest: int,
 ) -> torch.Tensor:
-    """(B',) whether each sentence can stop: out of room, or K finished and no open beam
-    (B', K) can beat the worst kept.
+    """(B',) whether each sentence can stop: out of room, or `nbest` finished and no open beam
+    (B', K) can beat the nbest-th best of them (`penalty`: the length penalty and its alpha).
 
     Log-probabilities only fall as a beam grows, so its best possible normalized score is its
     current log-probability over the largest divisor it can still reach; a coverage penalty is
-    at most 0, so leaving it out keeps the bound.
+    at most 0, so leaving it out keeps the bound. Whatever finishes later scores at most that
+    bound, so the `nbest` best found so far are final: the sentence needs no more steps, and
+    asking for fewer hypotheses than the beam size stops it sooner with the same ones.
     """
-    reachable = length_penalty(search.bounds.max_lengths, penalty, alpha)  # (B',)
+    reachable = length_penalty(search.bounds.max_lengths, *penalty)  # (B',)
     optimistic = open_scores.max(dim=-1).values / reachable  # (B',)
-    worst_kept = search.kept[:, -1]  # -inf while fewer than K have finished
+    last_wanted = search.kept[:, nbest - 1]  # -inf while fewer than nbest have finished
     out_of_room = position >= search.bounds.max_lengths
-    return out_of_room | (torch.isfinite(worst_kept) & (optimistic <= worst_kept))
+    return out_of_room | (torch.isfinite(last_wanted) & (optimistic <= last_wanted))

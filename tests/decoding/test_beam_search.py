@@ -61,6 +61,34 @@ def test_nbest_is_exact_and_sorted() -> None:
         assert hypothesis.score == hypothesis.log_prob  # no length penalty
 
 
+def test_a_sentence_stops_once_the_hypotheses_asked_for_cannot_be_beaten() -> None:
+    """B EOS (0.63) finishes at the second step, when no open beam (A A, A C: 0.15 each) can
+    still beat it: a 1-best search stops there; a 2-best one runs a step more, until A C EOS
+    (0.15) finishes too; the best hypothesis is the same."""
+    table = {
+        (): {B: 0.7, A: 0.3},
+        (B,): {EOS: 0.9, C: 0.1},
+        (A,): {A: 0.5, C: 0.5},
+        (A, A): {A: 1.0},
+    }
+    found, steps = {}, {}
+    for nbest in (1, 2):
+        positions = []
+
+        def counting_step(state, tokens, positions=positions):
+            positions.append(tokens.numel())
+            return table_step(table)(state, tokens)
+
+        found[nbest] = beam_search(
+            counting_step, start(), bounds([6]), BOS, EOS, beam_size=2, nbest=nbest, penalty="none"
+        )[0]
+        steps[nbest] = len(positions)
+    assert steps == {1: 2, 2: 3}
+    assert found[1][0].tokens == found[2][0].tokens == [B]
+    assert found[1][0].log_prob == pytest.approx(math.log(0.7 * 0.9))
+    assert found[2][1].tokens == [A, C] and found[2][1].log_prob == pytest.approx(math.log(0.15))
+
+
 def test_length_normalization_prefers_longer_when_asked() -> None:
     table = {(): {A: 0.5, EOS: 0.5}, (A,): {EOS: 0.9, A: 0.1}}
     short = beam_search(table_step(table), start(), bounds([5]), BOS, EOS, 2, penalty="none")
