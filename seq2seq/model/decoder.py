@@ -281,8 +281,9 @@ class Decoder(nn.Module):
             first_input = projection + context @ weights.input[1].t()  # (B, G*H)
         else:
             mixed, attention = self._attend(state, state.context_projections)  # (B, G*H + E)
+            # the gates' share (B, G*H), and `context` becomes the deep output's share (B, E)
             first_input, context = mixed.split((projection.shape[-1], embedded.shape[-1]), -1)
-            first_input = first_input + projection  # context: its share of the deep output
+            first_input = first_input + projection
         no_dropout = _StepMasks([None] * len(self.cells), [None] * (len(self.cells) - 1))
         state, top = self._advance(state, first_input, weights, no_dropout)
         if state.context_projections is None:
