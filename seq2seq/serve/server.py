@@ -39,10 +39,9 @@ def listen(host: str, port: int) -> socket.socket:
 
 def describe(paths: Sequence[str | Path], translator: Translator) -> dict[str, Any]:
     """What GET /info says of the model: sizes, languages, vocabulary (and the target words it
-    scores), and per checkpoint its
-    training step and last validation BLEU (null when the run recorded none); for an export
-    (no `paths`), the facts of the checkpoint it was exported from; the engine, device,
-    precision and shortlist it searches with."""
+    scores), and per checkpoint its training step and last validation BLEU (null when the run
+    recorded none); for an export (no `paths`), the facts of the checkpoint it was exported
+    from; the engine, device, precision and shortlist it searches with."""
     model = translator.model
     if isinstance(model, OnnxModel):
         checkpoints = [dict(model.manifest.checkpoint)]
