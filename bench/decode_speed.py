@@ -6,20 +6,24 @@ same weights, so the BLEU of the two is the cost of bf16 in search. With `--mode
 export of the checkpoint) and `--engines torch,onnxruntime`, the same searches also run in
 ONNX Runtime (fp32) with as many threads, alternated with PyTorch's; with `--shortlist FILE`
 (seq2seq shortlist), PyTorch searches with and without it, alternated, and the JSON says how
-many words a batch's output layer computes and a sentence may use. `--profile` adds what share
-of search time the GEMMs and the costliest ops take.
+many words a batch's output layer computes and a sentence may use; with `--row-buckets 0,8`,
+every search runs with its rows as they come and padded to the ladder
+(SearchOptions.row_buckets), alternated. `--profile` adds what share of search time the GEMMs
+and the costliest ops take.
 "Search" time is translation only: the checkpoint is loaded and the sentences are read before
 the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/decode_speed.py \
         --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--checkpoint B.ckpt (ensemble)] \
         [--threads 2] [--precisions fp32] [--device cuda] \
-        [--engines torch,onnxruntime --model EXPORT_DIR] [--shortlist FILE] [--profile]
+        [--engines torch,onnxruntime --model EXPORT_DIR] [--shortlist FILE] [--row-buckets 0,8] \
+        [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -44,9 +48,12 @@ GEMM_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
 
 
 def measure(
-    translator: Translator, sources: list[str], references: list[str], beam: int, batch_tokens: int
+    translator: Translator,
+    sources: list[str],
+    references: list[str],
+    options: SearchOptions,
+    batch_tokens: int,
 ) -> dict[str, float]:
-    options = SearchOptions(beam_size=beam)
     start = time.perf_counter()
     results = translator.translate_nbest(sources, options, batch_tokens)
     seconds = time.perf_counter() - start
@@ -58,7 +65,8 @@ def measure(
         "precision": translator.precision,
         "shortlist": translator.shortlist is not None,
         "output_words": translator.model.output_words().numel(),
-        "beam": beam,
+        "beam": options.beam_size,
+        "row_buckets": options.row_buckets,
         "batch_tokens": batch_tokens,
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(sources) / seconds, 1),
@@ -128,6 +136,12 @@ def main() -> None:
         "--shortlist", help="a seq2seq shortlist file: torch searches with and without it"
     )
     parser.add_argument(
+        "--row-buckets",
+        default="0",
+        help="comma-separated ladders of padded search rows (SearchOptions.row_buckets; 0: off),"
+        " each alternated with the others",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="then one profiled pass per beam and translator at the last budget: what share of"
@@ -142,6 +156,7 @@ def main() -> None:
     sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
     references = list(read_lines(directory / "test_2016_flickr.en.gz"))
     engines = args.engines.split(",")
+    row_buckets = [int(buckets) for buckets in args.row_buckets.split(",")]
     shortlists = [None] + ([Shortlist.load(args.shortlist)] if args.shortlist else [])
     translators = [
         Translator.from_checkpoints(args.checkpoint, args.device, precision, shortlist)
@@ -156,9 +171,10 @@ def main() -> None:
     results = []
     for beam in (int(b) for b in args.beams.split(",")):
         for budget in (int(t) for t in args.batch_tokens.split(",")):
-            for translator in translators:  # alternated: the machine's drift hits both alike
-                runs = [
-                    measure(translator, sources, references, beam, budget)
+            for translator, buckets in itertools.product(translators, row_buckets):
+                options = SearchOptions(beam_size=beam, row_buckets=buckets)
+                runs = [  # alternated: the machine's drift hits all alike
+                    measure(translator, sources, references, options, budget)
                     for _ in range(args.repeats)
                 ]
                 median = statistics.median(run["seconds"] for run in runs)

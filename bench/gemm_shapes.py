@@ -14,11 +14,13 @@ machine: the shapes do not depend on the precision or the hardware.
   The hit rate counts the epochs after the first (the first misses every shape once); padding
   is what the batches cost beyond their real tokens: source positions, target positions, output
   layer rows.
-- Search (with --checkpoint): test_2016 translated twice under each search; the hit rate counts
-  the second pass.
+- Search (with --checkpoint): val (1,014 sentences), then test_2016 (1,000) translated under
+  each search, with its rows and source length as they come and padded to each `--row-buckets`
+  ladder (counts per doubling); the hit rate counts test_2016's GEMMs, which new batches of
+  unseen text make, and its GEMM GFLOP say what the padding costs.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/gemm_shapes.py \
-        [--epochs 3] [--rows-multiple 1,64] [--checkpoint CKPT --beams 1,5]
+        [--epochs 3] [--rows-multiple 1,64] [--checkpoint CKPT --beams 1,5 --row-buckets 0,8]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from seq2seq.translator import Translator
 
 GEMMS = (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm)
 CAPACITIES = (64, 256, 1024)
+SEARCH_PASSES = ("val", "test_2016_flickr")  # hits counted over the last: text it has not seen
 WIDTHS = ("embedding_size", "encoder_hidden_size", "decoder_hidden_size", "attention_size")
 
 
@@ -53,6 +56,7 @@ class GemmShapes(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.keys: list[tuple] = []
+        self.flops: list[int] = []  # of each GEMM call: 2 x its multiply-adds
         self.step_ends: list[int] = []  # len(keys) after each training step or search pass
 
     def end_step(self) -> None:
@@ -65,6 +69,10 @@ class GemmShapes(TorchDispatchMode):
                 (tuple(a.shape), a.stride(), a.dtype) for a in args if isinstance(a, torch.Tensor)
             )
             self.keys.append((func.overloadpacket.__name__, operands))
+            product = func(*args, **(kwargs or {}))
+            inner = [a for a in args if isinstance(a, torch.Tensor)][-2].shape[-1]  # K
+            self.flops.append(2 * product.numel() * inner)
+            return product
         return func(*args, **(kwargs or {}))
 
 
@@ -131,44 +139,56 @@ def training_census(datamodule: TranslationDataModule, epochs: int, rows_multipl
     return {**summary(recorder, first_epoch), "padding": overhead}
 
 
-def search_census(translator: Translator, sources: list[str], beam: int, tokens: int) -> dict:
+def search_census(
+    translator: Translator, passes: list[list[str]], options: SearchOptions, tokens: int
+) -> dict:
+    """The GEMM shapes of translating each of `passes` in turn; hits counted over the last, and
+    its GEMM GFLOP."""
     recorder = GemmShapes()
     with recorder:
-        for _ in range(2):  # a pass over the test set is a "step" here
-            translator.translate_nbest(sources, SearchOptions(beam_size=beam), tokens)
+        for sources in passes:  # a pass over a text is a "step" here
+            translator.translate_nbest(sources, options, tokens)
             recorder.end_step()
-    return summary(recorder, recorder.step_ends[0])
+    counted_from = recorder.step_ends[-2]
+    flops = sum(recorder.flops[counted_from:])
+    return {**summary(recorder, counted_from), "last_pass_gflop": round(flops / 1e9, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="of training (0: search alone)")
     parser.add_argument("--rows-multiple", default="1,64", help="comma-separated")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--checkpoint", help="also census search with this checkpoint")
     parser.add_argument("--beams", default="1,5")
     parser.add_argument("--batch-tokens", type=int, default=4000)
+    parser.add_argument(
+        "--row-buckets", default="0,8", help="comma-separated: search's row ladders (0: off)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
-    datamodule = TranslationDataModule(data_dir=args.data_dir)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    report = {
-        "capacities": CAPACITIES,
-        "training": {
+    report: dict = {"capacities": CAPACITIES}
+    if args.epochs > 0:
+        datamodule = TranslationDataModule(data_dir=args.data_dir)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        report["training"] = {
             f"rows_multiple={m}": training_census(datamodule, args.epochs, int(m))
             for m in args.rows_multiple.split(",")
-        },
-    }
+        }
     if args.checkpoint:
         translator = Translator.from_checkpoint(args.checkpoint, "cpu", "fp32")
         directory = Path(os.environ["SEQ2SEQ_MULTI30K_DIR"])
-        sources = list(read_lines(directory / "test_2016_flickr.de.gz"))
+        passes = [list(read_lines(directory / f"{name}.de.gz")) for name in SEARCH_PASSES]
+        tokens = args.batch_tokens
         report["search"] = {
-            f"beam={b}": search_census(translator, sources, int(b), args.batch_tokens)
+            f"beam={b},row_buckets={r}": search_census(
+                translator, passes, SearchOptions(beam_size=int(b), row_buckets=int(r)), tokens
+            )
             for b in args.beams.split(",")
+            for r in args.row_buckets.split(",")
         }
     print(json.dumps(report, indent=2))
 

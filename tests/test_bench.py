@@ -144,3 +144,14 @@ def test_decode_speed_profiles_where_search_time_goes(trained) -> None:
     assert 0 < found["gemm_share"] < 1 and len(found["top_ops"]) == 6
     assert sum(found["top_ops"].values()) <= 1.001
     assert list(found["top_ops"].values()) == sorted(found["top_ops"].values(), reverse=True)
+
+
+def test_gemm_census_counts_each_gemms_flops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    recorder = _bench_module("gemm_shapes").GemmShapes()
+    a, b = torch.ones(3, 4), torch.ones(4, 5)
+    with recorder:
+        torch.mm(a, b)
+        torch.addmm(torch.ones(5), a, b)
+        torch.bmm(torch.ones(2, 3, 4), torch.ones(2, 4, 5))
+    assert recorder.flops == [2 * 3 * 4 * 5, 2 * 3 * 4 * 5, 2 * 2 * 3 * 4 * 5]

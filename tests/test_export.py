@@ -156,11 +156,15 @@ def exported_checkpoint(trained, tmp_path_factory) -> Path:
     return directory
 
 
-@pytest.mark.parametrize("search", [["--beam-size", "1"], ["--beam-size", "4"]])
+@pytest.mark.parametrize(
+    "search",
+    [["--beam-size", "1"], ["--beam-size", "4"], ["--beam-size", "4", "--row-buckets", "2"]],
+)
 def test_an_export_translates_like_its_checkpoint(
     trained, exported_checkpoint: Path, capsys, search: list[str]
 ) -> None:
-    """Greedy and beam search, through `seq2seq translate`: the same lines."""
+    """Greedy and beam search (rows padded to a ladder too), through `seq2seq translate`: the
+    same lines."""
     source = str(trained.corpus / "test.de")
     with_torch = run_cli(capsys, "translate", "--checkpoint", str(trained.checkpoint),
                          "--input", source, *search)  # fmt: skip

@@ -24,6 +24,7 @@ import torch
 
 from seq2seq.decoding.beam_search import beam_strategy
 from seq2seq.decoding.greedy import greedy_strategy
+from seq2seq.decoding.row_buckets import padded, padded_columns
 from seq2seq.decoding.sampling import sample_strategy, source_keys
 from seq2seq.decoding.step_api import (
     Hypothesis,
@@ -92,6 +93,10 @@ class SearchOptions:
         top_p: sampling: only the most probable tokens that together hold this much of the
             probability (nucleus sampling; 1.0: all).
         seed: sampling: the same seed gives the same samples of a sentence, in any batch.
+        row_buckets: pad the decoder's rows (as sentences finish) and the source length up to
+            one of this many counts per doubling (8: at most an eighth more), so that a step's
+            shapes recur across batches (shape-keyed caches: oneDNN's bf16 primitives, CUDA
+            graphs); 0: off.
     """
 
     strategy: StrategyName = "beam"
@@ -109,6 +114,7 @@ class SearchOptions:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    row_buckets: int = 0
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -146,6 +152,8 @@ class SearchOptions:
             return f"min_length must not be negative, not {self.min_length}"
         if self.no_repeat_ngram < 0:
             return f"no_repeat_ngram must be 0 (off) or more, not {self.no_repeat_ngram}"
+        if self.row_buckets < 0:
+            return f"row_buckets must be 0 (off) or more, not {self.row_buckets}"
         return None
 
 
@@ -169,15 +177,19 @@ def search(
     if vocabulary is not None:
         vocabulary = vocabulary.within(model.output_words().to(vocabulary.words.device))
     hypotheses = options.beam_size if options.strategy == "beam" else 1  # rows a sentence
-    encoded = model.encode(src, src_lengths)
+    buckets = options.row_buckets
+    encoded = model.encode(padded_columns(src, buckets) if buckets else src, src_lengths)
     state = model.initial_state(encoded, search_weights, vocabulary, hypotheses)
+    step = model.step
+    if buckets:
+        step, state = padded(step, state, src.shape, buckets, src.device)
     strategy = STRATEGIES[options.strategy]
     sentences = sentences_of(src, src_lengths, options)
     words = model.output_words() if vocabulary is None else vocabulary.words  # (V',)
     bos, eos = _positions(words, (bos_id, eos_id))
     if int(words[-1]) == words.numel() - 1:  # words 0..V'-1: token ids are target ids
-        return strategy(model.step, state, sentences, options, bos, eos, keep_attention, None)
-    found = strategy(model.step, state, sentences, options, bos, eos, keep_attention, words)
+        return strategy(step, state, sentences, options, bos, eos, keep_attention, None)
+    found = strategy(step, state, sentences, options, bos, eos, keep_attention, words)
     ids = words.tolist()
     return [
         [dataclasses.replace(h, tokens=[ids[t] for t in h.tokens]) for h in nbest]

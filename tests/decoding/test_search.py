@@ -24,6 +24,7 @@ from tests.models import source_batch, tiny_model
         ({"alpha": float("nan")}, "alpha must be a number of at least 0, not nan"),
         ({"max_output_ratio": -1.0}, "max_output_ratio must be a number of at least 0, not -1.0"),
         ({"min_length": -1}, "min_length must not be negative"),
+        ({"row_buckets": -1}, "row_buckets must be 0 (off) or more, not -1"),
     ],
 )
 def test_options_are_checked_when_made(options: dict, message: str) -> None:
