@@ -1,8 +1,9 @@
 """Decoding speed and quality on Multi30k test_2016_flickr (1,000 sentences) from a checkpoint.
 
-Greedy and beam search across batch budgets (source tokens per batch, padding included), in
-fp32 and, where the device has fast bf16 (AMX / AVX-512 BF16, CUDA), under bf16 autocast: the
-same weights, so the BLEU of the two is the cost of bf16 in search. With `--model DIR` (an
+Greedy and beam search across batch budgets (source tokens per batch, padding included), the
+checkpoint's test search settings otherwise (its length penalty), in fp32 and, where the device
+has fast bf16 (AMX / AVX-512 BF16, CUDA), under bf16 autocast: the same weights, so the BLEU of
+the two is the cost of bf16 in search. With `--model DIR` (an
 export of the checkpoint) and `--engines torch,onnxruntime`, the same searches also run in
 ONNX Runtime (fp32) with as many threads, alternated with PyTorch's; with `--shortlist FILE`
 (seq2seq shortlist), PyTorch searches with and without it, alternated, and the JSON says how
@@ -29,6 +30,7 @@ import os
 import resource
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -76,11 +78,19 @@ def measure(
     }
 
 
+def beam_search(translator: Translator, beam: int, row_buckets: int = 0) -> SearchOptions:
+    """The checkpoint's test search (its length penalty and output bounds) with this beam (1:
+    greedy) and row ladder, one hypothesis: what `seq2seq translate --beam-size N` runs."""
+    return replace(
+        translator.options, strategy="beam", beam_size=beam, nbest=1, row_buckets=row_buckets
+    )
+
+
 def profiled(translator: Translator, sources: list[str], beam: int, batch_tokens: int) -> dict:
     """One search under torch.profiler: the shares of the ops' self CPU time that the GEMMs and
     the six costliest ops take."""
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        translator.translate_nbest(sources, SearchOptions(beam_size=beam), batch_tokens)
+        translator.translate_nbest(sources, beam_search(translator, beam), batch_tokens)
     events = sorted(profiler.key_averages(), key=lambda event: -event.self_cpu_time_total)
     total = sum(event.self_cpu_time_total for event in events)
     gemms = sum(event.self_cpu_time_total for event in events if event.key in GEMM_OPS)
@@ -172,7 +182,7 @@ def main() -> None:
     for beam in (int(b) for b in args.beams.split(",")):
         for budget in (int(t) for t in args.batch_tokens.split(",")):
             for translator, buckets in itertools.product(translators, row_buckets):
-                options = SearchOptions(beam_size=beam, row_buckets=buckets)
+                options = beam_search(translator, beam, buckets)
                 runs = [  # alternated: the machine's drift hits all alike
                     measure(translator, sources, references, options, budget)
                     for _ in range(args.repeats)

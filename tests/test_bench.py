@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from seq2seq.checkpoint import load_model
 from seq2seq.data.batch import collate
 from seq2seq.data.tokenizer import PAD_ID
+from seq2seq.decoding.search import SearchOptions
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 from seq2seq.translator import Translator
@@ -155,3 +158,11 @@ def test_gemm_census_counts_each_gemms_flops(monkeypatch: pytest.MonkeyPatch) ->
         torch.addmm(torch.ones(5), a, b)
         torch.bmm(torch.ones(2, 3, 4), torch.ones(2, 4, 5))
     assert recorder.flops == [2 * 3 * 4 * 5, 2 * 3 * 4 * 5, 2 * 2 * 3 * 4 * 5]
+
+
+def test_decode_speed_searches_with_the_checkpoints_settings_and_the_beam_asked_for() -> None:
+    decode_speed = _bench_module("decode_speed")
+    tested = SearchOptions(beam_size=4, nbest=2, alpha=1.0, coverage_penalty=0.1)
+    translator = SimpleNamespace(options=tested)
+    found = decode_speed.beam_search(translator, 1, row_buckets=8)
+    assert found == replace(tested, beam_size=1, nbest=1, row_buckets=8)
