@@ -3,14 +3,15 @@
 Greedy and beam search across batch budgets (source tokens per batch, padding included), the
 checkpoint's test search settings otherwise (its length penalty), in fp32 and, where the device
 has fast bf16 (AMX / AVX-512 BF16, CUDA), under bf16 autocast: the same weights, so the BLEU of
-the two is the cost of bf16 in search. With `--model DIR` (an
-export of the checkpoint) and `--engines torch,onnxruntime`, the same searches also run in
-ONNX Runtime (fp32) with as many threads, alternated with PyTorch's; with `--shortlist FILE`
-(seq2seq shortlist), PyTorch searches with and without it, alternated, and the JSON says how
-many words a batch's output layer computes and a sentence may use; with `--row-buckets 0,8`,
-every search runs with its rows as they come and padded to the ladder
-(SearchOptions.row_buckets), alternated. `--profile` adds what share of search time the GEMMs
-and the costliest ops take.
+the two is the cost of bf16 in search. With `--model DIR` (an export of the checkpoint) and
+`--engines torch,onnxruntime`, the same searches also run in ONNX Runtime (fp32) with as many
+threads, alternated with PyTorch's; with `--shortlist FILE` (seq2seq shortlist), PyTorch
+searches with and without it, alternated, and the JSON says how many words a batch's output
+layer computes and a sentence may use; with `--row-buckets 0,8`, every search runs with its rows
+as they come and padded to the ladder (SearchOptions.row_buckets), alternated. `--census` adds,
+from one more untimed pass of each PyTorch search, its distinct GEMM shapes, the hit rates of
+shape-keyed caches (oneDNN's bf16 primitives, CUDA graphs) and its GEMM GFLOP (shape_census.py);
+`--profile` what share of search time the GEMMs and the costliest ops take.
 "Search" time is translation only: the checkpoint is loaded and the sentences are read before
 the clock starts. Target tokens are subwords plus EOS, as in training. Prints one JSON object.
 
@@ -18,7 +19,7 @@ the clock starts. Target tokens are subwords plus EOS, as in training. Prints on
         --checkpoint runs/multi30k_de_en/checkpoints/last.ckpt [--checkpoint B.ckpt (ensemble)] \
         [--threads 2] [--precisions fp32] [--device cuda] \
         [--engines torch,onnxruntime --model EXPORT_DIR] [--shortlist FILE] [--row-buckets 0,8] \
-        [--profile]
+        [--census] [--profile]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import torch
 from sacrebleu.metrics import BLEU
+from shape_census import GemmShapes, summary  # bench/: first on sys.path
 from torch.nn.utils.rnn import pad_sequence
 from torch.profiler import ProfilerActivity, profile
 
@@ -84,6 +86,19 @@ def beam_search(translator: Translator, beam: int, row_buckets: int = 0) -> Sear
     return replace(
         translator.options, strategy="beam", beam_size=beam, nbest=1, row_buckets=row_buckets
     )
+
+
+def census(
+    translator: Translator, sources: list[str], options: SearchOptions, batch_tokens: int
+) -> dict:
+    """One more, untimed search under the GEMM census (shape_census.py): its GEMM calls and
+    distinct shapes, the hit rates of least-recently-used caches of shapes that start empty,
+    and its GEMM GFLOP (with a row ladder: what its padding costs)."""
+    recorder = GemmShapes()
+    with recorder:
+        translator.translate_nbest(sources, options, batch_tokens)
+    recorder.end_step()
+    return {**summary(recorder, 0), "gemm_gflop": round(sum(recorder.flops) / 1e9, 1)}
 
 
 def profiled(translator: Translator, sources: list[str], beam: int, batch_tokens: int) -> dict:
@@ -152,6 +167,12 @@ def main() -> None:
         " each alternated with the others",
     )
     parser.add_argument(
+        "--census",
+        action="store_true",
+        help="then one more, untimed pass per PyTorch search under the GEMM census: its distinct"
+        " GEMM shapes, the hit rates of shape-keyed caches, its GEMM GFLOP",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="then one profiled pass per beam and translator at the last budget: what share of"
@@ -178,7 +199,7 @@ def main() -> None:
         translators.append(Translator.from_export(args.model, "fp32", args.threads))
     for translator in translators:  # warm-up: allocator, thread pools, projection table
         translator.translate(sources[:50], beam_size=1)
-    results = []
+    results, settings = [], []
     for beam in (int(b) for b in args.beams.split(",")):
         for budget in (int(t) for t in args.batch_tokens.split(",")):
             for translator, buckets in itertools.product(translators, row_buckets):
@@ -189,7 +210,11 @@ def main() -> None:
                 ]
                 median = statistics.median(run["seconds"] for run in runs)
                 results.append(min(runs, key=lambda run: abs(run["seconds"] - median)))
+                settings.append((translator, options, budget))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the profiler's
+    for result, (translator, options, budget) in zip(results, settings, strict=True):
+        if args.census and translator.engine == "torch":
+            result["census"] = census(translator, sources, options, budget)
     last_budget = int(args.batch_tokens.split(",")[-1])
     profiles = [
         profiled(translator, sources, int(beam), last_budget)

@@ -1,11 +1,9 @@
 """Which GEMM shapes training and search see, and how often a shape-keyed cache would hit.
 
-oneDNN's bf16 GEMMs on the CPU build a primitive per new GEMM shape (milliseconds each) and keep
-the last ONEDNN_PRIMITIVE_CACHE_CAPACITY of them (64, seq2seq/__init__.py); CUDA graphs need
-shapes that recur too. This census records every GEMM call (aten mm, addmm, bmm, baddbmm:
-operand shapes, strides and dtype, the key a primitive cache is looked up by) and replays the
-sequence through least-recently-used caches of several capacities. It runs in fp32 on any
-machine: the shapes do not depend on the precision or the hardware.
+Every GEMM call is recorded by the key a primitive cache is looked up by (shape_census.py: why
+shapes matter, what a key holds) and the sequence replayed through least-recently-used caches of
+several capacities. It runs in fp32 on any machine: the shapes do not depend on the precision or
+the hardware.
 
 - Training: epochs of the real Multi30k batches (the training sampler and collation, budget
   2,400) through forward, the label-smoothed loss and backward of a model with the reference's
@@ -28,13 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from train_throughput import architecture  # bench/ is this script's directory, first on sys.path
+from shape_census import CAPACITIES, GemmShapes, summary  # bench/: first on sys.path
+from train_throughput import architecture
 
 from seq2seq.data.corpus import read_lines
 from seq2seq.data.tokenizer import PAD_ID
@@ -44,65 +41,8 @@ from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 from seq2seq.translator import Translator
 
-GEMMS = (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm)
-CAPACITIES = (64, 256, 1024)
 SEARCH_PASSES = ("val", "test_2016_flickr")  # hits counted over the last: text it has not seen
 WIDTHS = ("embedding_size", "encoder_hidden_size", "decoder_hidden_size", "attention_size")
-
-
-class GemmShapes(TorchDispatchMode):
-    """Records the cache key of every GEMM run inside the `with` block, backward included."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.keys: list[tuple] = []
-        self.flops: list[int] = []  # of each GEMM call: 2 x its multiply-adds
-        self.step_ends: list[int] = []  # len(keys) after each training step or search pass
-
-    def end_step(self) -> None:
-        """Mark the end of a training step (or of a search's pass over the test set)."""
-        self.step_ends.append(len(self.keys))
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in GEMMS:
-            operands = tuple(
-                (tuple(a.shape), a.stride(), a.dtype) for a in args if isinstance(a, torch.Tensor)
-            )
-            self.keys.append((func.overloadpacket.__name__, operands))
-            product = func(*args, **(kwargs or {}))
-            inner = [a for a in args if isinstance(a, torch.Tensor)][-2].shape[-1]  # K
-            self.flops.append(2 * product.numel() * inner)
-            return product
-        return func(*args, **(kwargs or {}))
-
-
-def hit_rate(keys: list[tuple], capacity: int, counted_from: int) -> float:
-    """Share of `keys[counted_from:]` found in a least-recently-used cache of `capacity` keys
-    that has seen every key before it."""
-    cache: OrderedDict[tuple, None] = OrderedDict()
-    hits = 0
-    for position, key in enumerate(keys):
-        if key in cache:
-            cache.move_to_end(key)
-            hits += position >= counted_from
-        else:
-            cache[key] = None
-            if len(cache) > capacity:
-                cache.popitem(last=False)
-    return hits / max(1, len(keys) - counted_from)
-
-
-def summary(recorder: GemmShapes, counted_from: int) -> dict:
-    """Calls and distinct shapes (in all, and per step on average) and the cache hit rates of
-    the calls from `counted_from` on."""
-    keys, ends = recorder.keys, recorder.step_ends
-    per_step = [len(set(keys[start:end])) for start, end in zip([0, *ends], ends, strict=False)]
-    return {
-        "gemm_calls": len(keys) - counted_from,
-        "distinct_shapes": len(set(keys)),
-        "distinct_shapes_per_step": round(sum(per_step) / len(per_step), 1),
-        "hit_rate": {str(c): round(hit_rate(keys, c, counted_from), 4) for c in CAPACITIES},
-    }
 
 
 def narrow_model() -> Seq2Seq:

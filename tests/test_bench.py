@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,9 +26,15 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _bench_module(name: str):
+    """bench/NAME.py as a module, imported as running it imports it: bench/ first on sys.path,
+    for the sibling modules it imports."""
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
     return module
 
 
@@ -86,9 +93,8 @@ def test_gemm_seconds_finds_the_gemms_of_a_step() -> None:
     assert 0 < gemm < wall
 
 
-def test_hit_rate_replays_a_least_recently_used_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))  # gemm_shapes imports its sibling train_throughput
-    hit_rate = _bench_module("gemm_shapes").hit_rate
+def test_hit_rate_replays_a_least_recently_used_cache() -> None:
+    hit_rate = _bench_module("shape_census").hit_rate
     keys = ["a", "b", "c", "a", "c", "b"]
     assert hit_rate(keys, capacity=2, counted_from=0) == 1 / 6  # only c's second call hits
     assert hit_rate(keys, capacity=3, counted_from=0) == 3 / 6
@@ -96,10 +102,7 @@ def test_hit_rate_replays_a_least_recently_used_cache(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.parametrize("multiple", [1, 8])
-def test_gemm_census_sees_the_output_layer_rows_padded_forward_and_backward(
-    monkeypatch: pytest.MonkeyPatch, multiple: int
-) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
+def test_gemm_census_sees_the_output_layer_rows_padded_forward_and_backward(multiple: int) -> None:
     census = _bench_module("gemm_shapes")
     config = Seq2SeqConfig(src_vocab_size=53, tgt_vocab_size=53, share_embeddings=True)
     model = Seq2Seq(config).train()
@@ -149,9 +152,23 @@ def test_decode_speed_profiles_where_search_time_goes(trained) -> None:
     assert list(found["top_ops"].values()) == sorted(found["top_ops"].values(), reverse=True)
 
 
-def test_gemm_census_counts_each_gemms_flops(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
-    recorder = _bench_module("gemm_shapes").GemmShapes()
+def test_decode_speed_census_sees_fewer_shapes_and_more_work_with_a_row_ladder(trained) -> None:
+    decode_speed = _bench_module("decode_speed")
+    translator = Translator.from_checkpoint(trained.checkpoint)
+    lines = (trained.corpus / "test.de").read_text().splitlines()
+    plain, padded = (
+        decode_speed.census(translator, lines, decode_speed.beam_search(translator, 2, r), 1000)
+        for r in (0, 1)
+    )
+    # padded source positions are more encoder steps: more calls, of fewer shapes
+    assert padded["gemm_calls"] >= plain["gemm_calls"] > plain["distinct_shapes"]
+    assert padded["distinct_shapes"] < plain["distinct_shapes"]
+    assert padded["gemm_gflop"] > plain["gemm_gflop"] > 0
+    assert plain["hit_rate"]["1024"] < padded["hit_rate"]["1024"] <= 1
+
+
+def test_gemm_census_counts_each_gemms_flops() -> None:
+    recorder = _bench_module("shape_census").GemmShapes()
     a, b = torch.ones(3, 4), torch.ones(4, 5)
     with recorder:
         torch.mm(a, b)
