@@ -19,7 +19,9 @@ every multiple of --output-rows-multiples (training's shape bucketing; 1: none);
 output layer over every --output-vocabularies: `targets` (as training runs by default: the
 target words of the training corpus alone) and `full` (every word). The JSON also gives the
 batches' padding: source and target positions, and each variant's output-layer rows, beyond the
-real ones, and how many words the output layer scores. Prints JSON.
+real ones, how many words the output layer scores, and a GEMM census of one more pass
+(`gemm_census`, shape_census.py: distinct GEMM shapes and the hit rates of shape-keyed caches,
+oneDNN's bf16 primitives or CUDA graphs, over the steps after the first). Prints JSON.
 
 The model is the architecture of the training configs named by --config (later files
 override earlier ones, as in train.py), the reference model by default.
@@ -42,6 +44,7 @@ import time
 
 import torch
 import yaml
+from shape_census import GemmShapes, summary  # bench/: first on sys.path
 from torch.profiler import ProfilerActivity, profile
 
 from seq2seq.allocator import keep_freed_memory
@@ -207,6 +210,18 @@ def gemm_seconds(model, optimizer, batches: list[Batch], precision: str, device:
     return gemm, wall
 
 
+def gemm_census(model, optimizer, batches: list[Batch], precision: str, device: str, rows: int):
+    """One more pass of training steps under the GEMM census (shape_census.py): GEMM calls and
+    distinct shapes, and the hit rates of shape-keyed caches that start empty, counted over the
+    steps after the first."""
+    recorder = GemmShapes()
+    with recorder:
+        for batch in batches:
+            train_step(model, optimizer, batch, precision, device, rows)
+            recorder.end_step()
+    return summary(recorder, recorder.step_ends[0])
+
+
 def _synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -296,6 +311,7 @@ def main() -> None:
                 "gemm_time_share": round(gemm / profiled, 3),
                 "mfu_gemms_alone": round(flops * len(batches) / gemm / peak, 3),
             }
+        census = gemm_census(model, optimizer, batches, precision, args.device, rows)
         results[key] = {
             "median_step_s": round(step, 4),
             "target_tokens_per_s": round(tokens / step),
@@ -307,6 +323,7 @@ def main() -> None:
             "output_words": scored,
             "analytic_gflop_per_step": round(flops / 1e9, 2),
             **breakdown,
+            "gemm_census": census,
         }
     print(
         json.dumps(

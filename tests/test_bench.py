@@ -93,6 +93,19 @@ def test_gemm_seconds_finds_the_gemms_of_a_step() -> None:
     assert 0 < gemm < wall
 
 
+def test_gemm_census_of_training_counts_the_steps_after_the_first() -> None:
+    bench = _bench_module("train_throughput")
+    config = Seq2SeqConfig(src_vocab_size=50, tgt_vocab_size=50, share_embeddings=True)
+    model = Seq2Seq(config).train()
+    optimizer = torch.optim.Adam(model.parameters())
+    batch = _batch(config.tgt_vocab_size, np.random.default_rng(1))
+    once = bench.gemm_census(model, optimizer, [batch], "fp32", "cpu", 64)
+    twice = bench.gemm_census(model, optimizer, [batch, batch], "fp32", "cpu", 64)
+    assert once["gemm_calls"] == 0  # the first step is not counted
+    assert twice["gemm_calls"] > twice["distinct_shapes"] == once["distinct_shapes"] > 10
+    assert twice["hit_rate"]["1024"] == 1.0  # the same batch again: every shape seen
+
+
 def test_hit_rate_replays_a_least_recently_used_cache() -> None:
     hit_rate = _bench_module("shape_census").hit_rate
     keys = ["a", "b", "c", "a", "c", "b"]
