@@ -56,9 +56,9 @@ def test_padded_rows_give_the_same_hypotheses(options: SearchOptions, per_doubli
 @pytest.mark.parametrize("options", EVERY_STRATEGY)
 def test_an_ensemble_over_a_shortlist_pads_alike(options: SearchOptions) -> None:
     model = Ensemble([tiny_model(seed=5), tiny_model(seed=6)])
-    words = torch.tensor([1, 2, 3, *range(6, 30, 2)])  # BOS 1, EOS 2
+    words = torch.tensor([1, BOS, EOS, *range(6, 30, 2)])  # BOS and EOS never outside
     outside = torch.rand(len(LENGTHS), words.numel(), generator=torch.Generator().manual_seed(0))
-    vocabulary = SearchVocabulary(words, (outside < 0.3) & (words > 3))
+    vocabulary = SearchVocabulary(words, (outside < 0.3) & (words > EOS))
     plain = searched(model, options, vocabulary)
     assert_same(searched(model, dataclasses.replace(options, row_buckets=1), vocabulary), plain)
 
