@@ -70,6 +70,7 @@ def measure(
         "shortlist": translator.shortlist is not None,
         "output_words": translator.model.output_words().numel(),
         "beam": options.beam_size,
+        "alpha": options.alpha,  # the checkpoint's length penalty
         "row_buckets": options.row_buckets,
         "batch_tokens": batch_tokens,
         "seconds": round(seconds, 2),
