@@ -13,9 +13,10 @@ the hardware.
   is what the batches cost beyond their real tokens: source positions, target positions, output
   layer rows.
 - Search (with --checkpoint): val (1,014 sentences), then test_2016 (1,000) translated under
-  each search, with its rows and source length as they come and padded to each `--row-buckets`
-  ladder (counts per doubling); the hit rate counts test_2016's GEMMs, which new batches of
-  unseen text make, and its GEMM GFLOP say what the padding costs.
+  each search (the checkpoint's test settings with the beam asked for), with its rows and
+  source length as they come and padded to each `--row-buckets` ladder (counts per doubling);
+  the hit rate counts test_2016's GEMMs, which new batches of unseen text make, and its GEMM
+  GFLOP say what the padding costs.
 
     SEQ2SEQ_MULTI30K_DIR=../shared/data/multi30k python bench/gemm_shapes.py \
         [--epochs 3] [--rows-multiple 1,64] [--checkpoint CKPT --beams 1,5 --row-buckets 0,8]
@@ -30,7 +31,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from shape_census import CAPACITIES, GemmShapes, summary  # bench/: first on sys.path
+from decode_speed import beam_search  # bench/: first on sys.path
+from shape_census import CAPACITIES, GemmShapes, summary
 from train_throughput import architecture
 
 from seq2seq.data.corpus import read_lines
@@ -125,7 +127,7 @@ def main() -> None:
         tokens = args.batch_tokens
         report["search"] = {
             f"beam={b},row_buckets={r}": search_census(
-                translator, passes, SearchOptions(beam_size=int(b), row_buckets=int(r)), tokens
+                translator, passes, beam_search(translator, int(b), int(r)), tokens
             )
             for b in args.beams.split(",")
             for r in args.row_buckets.split(",")
