@@ -46,9 +46,14 @@ class PaddedState:
     state: Any  # the model's state: B' sentences, R' = B' x K rows, S' source positions
     sentences: int  # B, the real sentences
     rows: int  # R = B x K, the real rows
-    padded_rows: int  # R'
     columns: int  # S
     per_doubling: int
+
+    @property
+    def padded_rows(self) -> int:
+        """R' = B' x K, the rows the model's state holds."""
+        per_sentence = self.rows // max(1, self.sentences)
+        return bucket(self.sentences, self.per_doubling) * per_sentence
 
     @classmethod
     def of(
@@ -58,7 +63,7 @@ class PaddedState:
         its rows padded."""
         batch, columns = source
         everyone = torch.arange(batch, device=device)
-        start = cls(state, batch, batch, batch, columns, per_doubling)
+        start = cls(state, batch, batch, columns, per_doubling)  # not yet padded: its reorder pads
         return start.reorder(everyone, everyone)
 
     def reorder(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> PaddedState:
@@ -67,13 +72,11 @@ class PaddedState:
         count = self.sentences if sentences is None else sentences.numel()
         per_sentence = rows.numel() // max(1, count)  # K (no sentences left: no rows)
         padding = bucket(count, self.per_doubling) - count
-        padded_rows = torch.cat((rows, rows[:per_sentence].repeat(padding)))  # (R',)
+        index = torch.cat((rows, rows[:per_sentence].repeat(padding)))  # (R',)
         if sentences is not None:
             sentences = torch.cat((sentences, sentences[:1].expand(padding)))  # (B',)
-        state = self.state.reorder(padded_rows, sentences)
-        return replace(
-            self, state=state, sentences=count, rows=rows.numel(), padded_rows=padded_rows.numel()
-        )
+        state = self.state.reorder(index, sentences)
+        return replace(self, state=state, sentences=count, rows=rows.numel())
 
 
 def padded(
