@@ -71,12 +71,12 @@ def reference_shaped(trained, exported_checkpoint: Path) -> tuple[Seq2Seq, OnnxM
     return load_model(trained.checkpoint).model, OnnxModel(exported_checkpoint)
 
 
-def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    """Within TOLERANCE, -inf (padding) where PyTorch has -inf."""
+def assert_close(ours: torch.Tensor, theirs: torch.Tensor, tolerance: float = TOLERANCE) -> None:
+    """Within `tolerance`, -inf (padding) where PyTorch has -inf."""
     assert ours.shape == theirs.shape
     infinite = torch.isinf(ours)
     assert torch.equal(infinite, torch.isinf(theirs))
-    assert float((ours - theirs)[~infinite].abs().max()) <= TOLERANCE
+    assert float((ours - theirs)[~infinite].abs().max()) <= tolerance
 
 
 def assert_search_steps_match(model: Seq2Seq, engine: OnnxModel, batch: int, length: int) -> None:
@@ -88,8 +88,9 @@ def assert_search_steps_match(model: Seq2Seq, engine: OnnxModel, batch: int, len
     with torch.no_grad():
         ours = model.initial_state(model.encode(src, lengths), model.search_weights())
     theirs = engine.initial_state(engine.encode(src, lengths))
-    for a, b in [(ours.memory, theirs.memory), (ours.keys, theirs.keys)]:
-        assert_close(a, b)
+    assert_close(ours.memory, theirs.memory)
+    # the keys are 2 U h(j) (attention.py): twice the magnitude, twice the rounding
+    assert_close(ours.keys, theirs.keys, 2 * TOLERANCE)
     assert torch.equal(ours.padding_bias, theirs.padding_bias)
     assert_close(stack_state(ours), theirs.state)
     rows = torch.arange(batch).repeat_interleave(3)
