@@ -97,16 +97,19 @@ class RecurrentCell(nn.Module):
         cell: torch.Tensor | None,
         recurrent_mask: torch.Tensor | None = None,
         recurrent_weight: torch.Tensor | None = None,
+        recurrent: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One step: input gates (D, B, G*H), hidden and cell (D, B, H) -> new hidden and cell.
 
         `recurrent_mask` (D, B, H) is the variational dropout mask on h(t-1), the same at every
         step of a sequence (Gal & Ghahramani, 2016). `recurrent_weight`: `recurrent_weight()`,
-        taken once by a loop over steps.
+        taken once by a loop over steps. `recurrent` (D, B, G*H): U (h(t-1) * mask), when the
+        caller computed it in a product of its own; then the mask and weight go unused.
         """
-        hidden_in = hidden if recurrent_mask is None else hidden * recurrent_mask
-        weight = self.recurrent_weight() if recurrent_weight is None else recurrent_weight
-        recurrent = torch.bmm(hidden_in, weight)  # (D, B, G*H)
+        if recurrent is None:
+            hidden_in = hidden if recurrent_mask is None else hidden * recurrent_mask
+            weight = self.recurrent_weight() if recurrent_weight is None else recurrent_weight
+            recurrent = torch.bmm(hidden_in, weight)  # (D, B, G*H)
         if self.layer_norm:
             recurrent = F.layer_norm(recurrent, (self.gate_size,)) * self.hidden_norm_weight
         return self.update(input_gates, recurrent, hidden, cell)

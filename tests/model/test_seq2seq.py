@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from seq2seq.model import decoder as decoder_module
 from seq2seq.model.cells import CELL_TYPES
 from seq2seq.model.loss import label_smoothed_loss
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -31,6 +32,29 @@ def test_teacher_forcing_equals_step_by_step(cell_type: str, layers: int, residu
     torch.testing.assert_close(torch.stack(steps, 1), teacher_forced)
     assert attention.shape == (3, 7)
     assert attention[1, 3:].abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru", "rnn"])
+def test_paired_products_give_the_logits_and_gradients_of_two(cell_type: str, monkeypatch) -> None:
+    """With the memory as wide as the decoder state (M = 2 x 10 = H), a teacher-forced step
+    multiplies c(i) and s(i-1) in one batched product; in train mode (dropout masks on
+    s(i-1)) it gives the logits and gradients of the two products it replaces."""
+    src, lengths = source_batch()
+    tgt_in = torch.randint(4, 60, (3, 6))
+    results = []
+    for paired in (True, False):
+        if not paired:
+            monkeypatch.setattr(decoder_module, "_paired_weights", lambda weights: None)
+        model = small_model(cell_type=cell_type, encoder_hidden_size=10)  # the same weights
+        assert (decoder_module._paired_weights(model.decoder.step_weights()) is None) != paired
+        torch.manual_seed(3)  # the same dropout masks
+        logits = model(src, lengths, tgt_in)
+        logits.logsumexp(-1).sum().backward()
+        results.append((logits, {name: p.grad for name, p in model.named_parameters()}))
+    (paired_logits, paired_grads), (logits, grads) = results
+    torch.testing.assert_close(paired_logits, logits)
+    for name, gradient in grads.items():
+        torch.testing.assert_close(paired_grads[name], gradient, msg=name)
 
 
 def test_residual_connections_change_nothing_for_one_layer_and_add_inputs_above() -> None:
