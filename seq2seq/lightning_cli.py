@@ -290,10 +290,21 @@ def build_cli(
 
 def main(args: list[str] | None = None, prog: str = "train.py") -> None:
     """`train.py` (and `seq2seq train`): run the subcommand; a user error is one line and exit
-    status 1."""
+    status 1. Each rank of a multi-process run shuts its process group down when the run ends."""
     keep_freed_memory()
     try:
         build_cli(args, prog=prog)
     except (Seq2SeqError, ArgumentError, MisconfigurationException) as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         sys.exit(1)
+    close_process_group()
+
+
+def close_process_group() -> None:
+    """Destroy the distributed process group, if any, as torch asks of every rank before it
+    exits. Lightning does so for NCCL alone; a gloo group (DDP on CPUs) left to interpreter
+    shutdown can abort the process there, after the run's work is done ("terminate called
+    without an active exception": gloo's threads outliving the group's owner). Only after a run
+    that succeeded: a rank that failed may leave others waiting in a collective."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

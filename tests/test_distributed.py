@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq import lightning_cli
 from tests.training_helpers import reversal_corpus, tiny_run_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,3 +173,15 @@ def test_two_nodes_of_one_process_train_like_one_node_of_two(tmp_path: Path) -> 
     for metric in ("val/bleu", "val/chrf"):
         assert scores["two nodes"][metric] == pytest.approx(scores["alone"][metric], abs=1e-6)
     assert scores["alone"]["val/chrf"] > 0  # a score that tells models apart
+
+
+def test_a_run_shuts_its_process_group_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run_joining_a_group(args: list[str] | None, prog: str) -> None:
+        store = f"file://{tmp_path / 'store'}"
+        torch.distributed.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+
+    monkeypatch.setattr(lightning_cli, "build_cli", run_joining_a_group)
+    lightning_cli.main([])
+    assert not torch.distributed.is_initialized()
