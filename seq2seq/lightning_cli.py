@@ -6,8 +6,8 @@ what LightningCLI gives, it
 - keeps checkpoints in `<default_root_dir>/checkpoints` unless a callback names a directory,
   so `--ckpt_path last` finds the previous run's `last.ckpt`;
 - logs to TensorBoard and to metrics.csv / grad_flow.csv under `<default_root_dir>` unless
-  `trainer.logger` is given, and leaves train.log, learning_curves.png and the validation
-  hypotheses there (seq2seq/reports.py);
+  `trainer.logger` is given (a new fit there starts the CSV files anew), and leaves train.log,
+  learning_curves.png and the validation hypotheses there (seq2seq/reports.py);
 - leaves distribution of batches to the data module's sampler (`use_distributed_sampler`
   false), which keeps length buckets and gives every rank as many batches;
 - always runs the gradient-health callback (`--gradient_health.every_n_steps 0` turns it off),
@@ -161,7 +161,9 @@ class TranslationCLI(LightningCLI):
         root = trainer_config.get("default_root_dir") or "."
         make_directory(root)
         if trainer_config.get("logger") in (None, True):  # not configured: ours, under the root
-            kwargs["logger"] = [TensorBoardLogger(root, name="tensorboard"), MetricsFiles(root)]
+            continues = self._continues_a_run(Path(root))
+            metrics = MetricsFiles(root, continues)
+            kwargs["logger"] = [TensorBoardLogger(root, name="tensorboard"), metrics]
         plugins = trainer_config.get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
@@ -188,6 +190,19 @@ class TranslationCLI(LightningCLI):
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         return trainer
+
+    def _continues_a_run(self, root: Path) -> bool:
+        """Whether this subcommand continues the run in `root` (all but a `fit` without
+        `--ckpt_path`); a new run there is warned that it replaces an earlier run's metrics."""
+        subcommand = self.config.get("subcommand")
+        if subcommand != "fit" or self.config[subcommand].get("ckpt_path"):
+            return True
+        if (root / "metrics.csv").is_file():
+            rank_zero_warn(
+                f"{root} holds an earlier run's metrics.csv: this new run writes it anew"
+                " (--ckpt_path last continues that run instead; TensorBoard keeps both)"
+            )
+        return False
 
     def _run_subcommand(self, subcommand: str) -> None:
         """The subcommand, its console also in the run's train.log (reports.py)."""

@@ -207,17 +207,21 @@ class LearningCurves(L.Callback):
 class MetricsFiles(Logger):
     """Lightning logger writing `metrics.csv` (one row per logged update, a column per metric)
     and `grad_flow.csv` (the gradient-flow probes, one row per update, direction and position)
-    in the run directory. A resumed run continues the files.
+    in the run directory.
 
     Args:
         root: the run directory.
+        continues: whether this run continues the files there (a resumed run; validation or
+            testing of the run's checkpoints, whose rows join those of their update) or starts
+            them anew (a new run: an earlier run's files are replaced at its first log, so
+            that no row mixes two runs).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, continues: bool = True) -> None:
         super().__init__()
         self.root = Path(root)
-        self.rows = _read_rows(self.root / "metrics.csv")
-        self.flow = _read_rows(self.root / "grad_flow.csv")
+        self.rows = _read_rows(self.root / "metrics.csv") if continues else []
+        self.flow = _read_rows(self.root / "grad_flow.csv") if continues else []
 
     @property
     def name(self) -> str:

@@ -70,3 +70,20 @@ def test_learning_curves_are_drawn(run: Path) -> None:
     assert sorted(curves["val/bleu"]) == sorted(curves["val/loss"]) == [4, 8, 9]
     assert all(0 < loss < 10 for loss in curves["train/loss"].values())
     assert sorted(curves["learning rate"]) == [3, 4, 6, 8, 9]
+
+
+def test_a_new_run_in_an_earlier_runs_directory_starts_the_metrics_anew(tmp_path: Path) -> None:
+    """A fit without --ckpt_path replaces the files instead of merging its rows into the rows
+    of the same steps of the run before it; a resumed fit continues them."""
+    corpus = reversal_corpus(tmp_path / "corpus", train_pairs=200)
+
+    def fit(steps: int, *extra: str) -> list[int]:
+        options = {"trainer.max_steps": steps, "trainer.log_every_n_steps": 1}
+        options |= {"trainer.limit_val_batches": 0, "trainer.logger": "null"}
+        main(["fit", *tiny_run_args(corpus, tmp_path, **options), *extra])
+        return [int(row["step"]) for row in rows(tmp_path / "run/metrics.csv")]
+
+    assert fit(6)[-1] == 5  # the CSV logger counts steps from 0
+    with pytest.warns(UserWarning, match="holds an earlier run's metrics.csv"):
+        assert fit(2) == [0, 1]
+    assert fit(4, "--ckpt_path=last") == [0, 1, 2, 3]
