@@ -141,7 +141,7 @@ class TranslationCLI(LightningCLI):
         does, but read through load_checkpoint (a clear error for a missing, corrupt or unsafe
         file) and in this version's form (checkpoint.current_hyperparameters)."""
         subcommand = self.config.get("subcommand")
-        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        path = self._ckpt_path()
         if not path or path in ("last", "best", "hpc"):
             return
         hyperparameters = load_checkpoint(path).get("hyper_parameters", {})
@@ -191,11 +191,15 @@ class TranslationCLI(LightningCLI):
                 callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         return trainer
 
+    def _ckpt_path(self) -> str | None:
+        """The subcommand's `--ckpt_path` (None without a subcommand or the option)."""
+        subcommand = self.config.get("subcommand")
+        return self.config[subcommand].get("ckpt_path") if subcommand else None
+
     def _continues_a_run(self, root: Path) -> bool:
         """Whether this subcommand continues the run in `root` (all but a `fit` without
         `--ckpt_path`); a new run there is warned that it replaces an earlier run's metrics."""
-        subcommand = self.config.get("subcommand")
-        if subcommand != "fit" or self.config[subcommand].get("ckpt_path"):
+        if self.config.get("subcommand") != "fit" or self._ckpt_path():
             return True
         if (root / "metrics.csv").is_file():
             rank_zero_warn(

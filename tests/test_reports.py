@@ -74,16 +74,26 @@ def test_learning_curves_are_drawn(run: Path) -> None:
 
 def test_a_new_run_in_an_earlier_runs_directory_starts_the_metrics_anew(tmp_path: Path) -> None:
     """A fit without --ckpt_path replaces the files instead of merging its rows into the rows
-    of the same steps of the run before it; a resumed fit continues them."""
+    of the same steps of the run before it; a resumed fit and a validation continue them."""
     corpus = reversal_corpus(tmp_path / "corpus", train_pairs=200)
 
-    def fit(steps: int, *extra: str) -> list[int]:
+    def run(subcommand: str, steps: int, *extra: str) -> list[dict[str, str]]:
         options = {"trainer.max_steps": steps, "trainer.log_every_n_steps": 1}
-        options |= {"trainer.limit_val_batches": 0, "trainer.logger": "null"}
-        main(["fit", *tiny_run_args(corpus, tmp_path, **options), *extra])
-        return [int(row["step"]) for row in rows(tmp_path / "run/metrics.csv")]
+        if subcommand == "fit":
+            options["trainer.limit_val_batches"] = 0
+        options["trainer.logger"] = "null"
+        main([subcommand, *tiny_run_args(corpus, tmp_path, **options), *extra])
+        return rows(tmp_path / "run/metrics.csv")
 
-    assert fit(6)[-1] == 5  # the CSV logger counts steps from 0
+    def steps(logged: list[dict[str, str]]) -> list[int]:
+        return [int(row["step"]) for row in logged]
+
+    assert steps(run("fit", 6))[-1] == 5  # the CSV logger counts steps from 0
     with pytest.warns(UserWarning, match="holds an earlier run's metrics.csv"):
-        assert fit(2) == [0, 1]
-    assert fit(4, "--ckpt_path=last") == [0, 1, 2, 3]
+        assert steps(run("fit", 2)) == [0, 1]
+    resumed = run("fit", 4, "--ckpt_path=last")
+    assert steps(resumed) == [0, 1, 2, 3]
+    validated = run("validate", 4, "--ckpt_path=last")
+    assert steps(validated) == steps(resumed)  # its scores join a row of the run
+    assert [r["train/loss"] for r in validated] == [r["train/loss"] for r in resumed]
+    assert sum(bool(row.get("val/bleu")) for row in validated) == 1
