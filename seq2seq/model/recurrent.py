@@ -154,13 +154,18 @@ class RecurrentLayer(nn.Module):
         self, inputs: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Input gates of every step (D, B, T, G*H), the backward direction's reading order
-        (B, T) (None with one direction), and which sequences are still running (T, B)."""
+        (B, T) (None with one direction), and which sequences are still running (T, B).
+
+        The backward direction reads its inputs reversed, rather than its gates: the gather and
+        the stacking (and in backward their scatter) move I features a step instead of G*H."""
         steps = inputs.shape[1]
-        gates = self.cell.project_input(inputs)  # (D, B, T, G*H)
         backward_order = None
         if self.cell.num_directions == 2:
             backward_order = reverse_within_lengths(lengths, steps)  # (B, T)
-            gates = torch.stack((gates[0], gather_time(gates[1], backward_order)))
+            reading = torch.stack((inputs, gather_time(inputs, backward_order)))  # (D, B, T, I)
+        else:
+            reading = inputs.unsqueeze(0)  # (1, B, T, I)
+        gates = self.cell.project_input(reading)  # (D, B, T, G*H)
         running = torch.arange(steps, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
         return gates, backward_order, running
 

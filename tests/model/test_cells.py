@@ -35,15 +35,18 @@ class OneStep(nn.Module):
         return new_hidden if new_cell is None else new_hidden + 0.5 * new_cell
 
 
+@pytest.mark.parametrize("directions", [1, 2])  # scaled_layer_norm's two paths
 @pytest.mark.parametrize("layer_norm", [True, False])
 @pytest.mark.parametrize("cell_type", CELL_TYPES)
-def test_gradcheck_step_inputs_state_and_parameters(cell_type: str, layer_norm: bool) -> None:
-    mask = torch.tensor([0.0, 2.0]).double()[torch.randint(0, 2, (2, 3, 4))]
-    module = OneStep(make_cell(cell_type, layer_norm, directions=2), mask)
+def test_gradcheck_step_inputs_state_and_parameters(
+    cell_type: str, layer_norm: bool, directions: int
+) -> None:
+    mask = torch.tensor([0.0, 2.0]).double()[torch.randint(0, 2, (directions, 3, 4))]
+    module = OneStep(make_cell(cell_type, layer_norm, directions), mask)
     names = [name for name, _ in module.named_parameters()]
-    inputs = torch.randn(2, 3, 5, dtype=torch.double, requires_grad=True)  # (D, B, I)
-    hidden = torch.randn(2, 3, 4, dtype=torch.double, requires_grad=True)
-    cell_state = torch.randn(2, 3, 4, dtype=torch.double, requires_grad=True)
+    inputs = torch.randn(directions, 3, 5, dtype=torch.double, requires_grad=True)  # (D, B, I)
+    hidden = torch.randn(directions, 3, 4, dtype=torch.double, requires_grad=True)
+    cell_state = torch.randn(directions, 3, 4, dtype=torch.double, requires_grad=True)
 
     def one_step(inputs, hidden, cell_state, *parameters):
         replaced = dict(zip(names, parameters, strict=True))
@@ -104,13 +107,26 @@ def test_layer_norm_makes_the_step_invariant_to_weight_scale(
 
 def test_shapes_and_project_input() -> None:
     cell = make_cell("lstm", layer_norm=True, directions=2)
-    inputs = torch.randn(3, 6, 5, dtype=torch.double)  # (B, T, I)
+    inputs = torch.randn(2, 3, 6, 5, dtype=torch.double)  # (D, B, T, I)
     gates = cell.project_input(inputs)
     assert gates.shape == (2, 3, 6, LSTMCell.gates * 4)
-    step_by_step = cell.input_gates(
-        torch.bmm(inputs[:, 2].expand(2, -1, -1), cell.weight_ih.transpose(1, 2))
-    )
+    step_by_step = cell.input_gates(torch.bmm(inputs[:, :, 2], cell.weight_ih.transpose(1, 2)))
     torch.testing.assert_close(gates[:, :, 2], step_by_step)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("directions", [1, 2])
+def test_scaled_layer_norm_is_the_normalization_then_each_directions_gain_and_bias(
+    directions: int, with_bias: bool
+) -> None:
+    values = torch.randn(directions, 3, 6, 8) * 5 + 2  # (D, B, T, F)
+    gain = torch.randn(directions, 1, 1, 8)
+    bias = torch.randn(directions, 1, 1, 8) if with_bias else None
+    expected = nn.functional.layer_norm(values, (8,)) * gain + (0 if bias is None else bias)
+    torch.testing.assert_close(cells.scaled_layer_norm(values, gain, bias), expected)
+    normalized = cells.scaled_layer_norm(values, torch.ones_like(gain))
+    assert normalized.mean(-1).abs().max() < 1e-5
+    torch.testing.assert_close(normalized.var(-1, correction=0), torch.ones(directions, 3, 6))
 
 
 def test_unknown_cell_type() -> None:
