@@ -35,7 +35,7 @@ class OneStep(nn.Module):
         return new_hidden if new_cell is None else new_hidden + 0.5 * new_cell
 
 
-@pytest.mark.parametrize("directions", [1, 2])  # scaled_layer_norm's two paths
+@pytest.mark.parametrize("directions", [1, 2])
 @pytest.mark.parametrize("layer_norm", [True, False])
 @pytest.mark.parametrize("cell_type", CELL_TYPES)
 def test_gradcheck_step_inputs_state_and_parameters(

@@ -125,3 +125,27 @@ def test_the_scanned_loop_computes_what_the_python_loop_does(
         torch.testing.assert_close(scanned.cell, looped.cell)
     else:
         assert scanned.cell is None and looped.cell is None
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gradients_do_not_depend_on_the_thread_count(bidirectional: bool) -> None:
+    """Training gives the same parameters with any number of threads (a node of two processes
+    runs each with one, two nodes of one with two: tests/test_distributed.py). torch's
+    layer_norm kernel sums its affine parameters' gradients in a thread-dependent order, so the
+    cells must not hand it their gains (cells.scaled_layer_norm)."""
+    threads = torch.get_num_threads()
+    gradients = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            torch.manual_seed(0)
+            layer = RecurrentLayer("lstm", 32, 32, bidirectional, layer_norm=True)
+            inputs = torch.randn(40, 9, 32)
+            lengths = torch.randint(1, 10, (40,)).index_fill_(0, torch.tensor([0]), 9)
+            outputs = layer(inputs, lengths)
+            (outputs.outputs.square().sum() + outputs.hidden.sum()).backward()
+            gradients.append({name: p.grad for name, p in layer.named_parameters()})
+    finally:
+        torch.set_num_threads(threads)
+    for name, gradient in gradients[0].items():
+        assert torch.equal(gradient, gradients[1][name]), name
