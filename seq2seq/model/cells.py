@@ -207,11 +207,12 @@ def scaled_layer_norm(
     each per direction, D = values.shape[0].
 
     torch's CPU kernel normalizes in a vectorized loop only when it is given both an affine
-    weight and a bias; without them it takes a scalar loop, 1.3-8x slower forward at these
-    shapes, for the same values. So it gets ones and zeros, and the gain and bias follow in one
-    product. They are not handed to the kernel itself: its backward sums their gradients in an
-    order that depends on the thread count, where the product's backward does not, so training
-    gives the same parameters with any number of threads (tests/test_distributed.py)."""
+    weight and a bias; without them it takes a scalar loop, 1.4-3.5x slower forward at the
+    model's shapes, for the same values. So it gets ones and zeros, and the gain and bias follow
+    in one product. They are not handed to the kernel itself: its backward sums their gradients
+    in an order that depends on the thread count, where the product's backward does not, so
+    training gives the same parameters with any number of threads (tests/model/test_recurrent.py,
+    tests/test_distributed.py)."""
     size = values.shape[-1]
     normalized = F.layer_norm(values, (size,), values.new_ones(size), values.new_zeros(size))
     return normalized * gain if bias is None else torch.addcmul(bias, normalized, gain)
