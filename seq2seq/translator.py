@@ -217,12 +217,14 @@ class Translator:
                 keep_attention,
                 vocabulary,
             )
+        if not all(hypotheses):  # some sentence's every candidate scored NaN
+            raise Seq2SeqError("search found no translation: the model's scores are not finite")
+        # the whole batch in one call: SentencePiece starts threads for every list it decodes,
+        # 0.15-0.25 ms a call, 7% of greedy search's time on Multi30k if called per sentence
+        texts = iter(self.tokenizer.decode_tgt([h.tokens for nbest in hypotheses for h in nbest]))
         for row, nbest in zip(rows, hypotheses, strict=True):
-            if not nbest:  # every candidate scored NaN
-                raise Seq2SeqError("search found no translation: the model's scores are not finite")
-            texts = self.tokenizer.decode_tgt([h.tokens for h in nbest])
             length = len(sources[row])
-            results[row] = [_translation(t, h, length) for t, h in zip(texts, nbest, strict=True)]
+            results[row] = [_translation(next(texts), h, length) for h in nbest]
         return results
 
     def encode(self, sentences: list[str]) -> list[list[int]]:

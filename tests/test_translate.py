@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from seq2seq.checkpoint import load_model
 from seq2seq.cli import main
@@ -343,3 +344,14 @@ def test_the_command_lists_its_subcommands_and_trains(trained, capsys) -> None:
         main(["train", "fit", "--model.learnin_rate=1"])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.startswith("seq2seq train: error: ")
+
+
+def test_a_model_without_finite_scores_is_a_clear_error(trained) -> None:
+    """Beam search keeps no hypothesis whose score is NaN; with none left for a sentence the
+    translator says why instead of writing an empty line for it."""
+    model, tokenizer, _ = load_model(trained.checkpoint)
+    with torch.no_grad():
+        model.decoder.output.bias.fill_(float("nan"))
+    translator = Translator(model, tokenizer)
+    with pytest.raises(Seq2SeqError, match="scores are not finite"):
+        translator.translate(["ab cd ef", "st uv"], beam_size=2)
