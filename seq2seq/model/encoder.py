@@ -12,7 +12,7 @@ from torch import nn
 
 from seq2seq.model.cells import CellType
 from seq2seq.model.dropout import variational_dropout, word_dropout
-from seq2seq.model.recurrent import RecurrentLayer
+from seq2seq.model.recurrent import IndexedInputs, RecurrentLayer
 
 
 class EncoderOutput(NamedTuple):
@@ -71,10 +71,7 @@ class Encoder(nn.Module):
     ) -> EncoderOutput:
         """src (B, S) ids, src_lengths (B,) with 1 <= length <= S; `scan`: every layer's loop
         as one torch.scan (RecurrentLayer.forward), for export."""
-        vocab_size = self.embedding.num_embeddings
-        kept = word_dropout(src, vocab_size, self.embedding_dropout, self.training, self.unk_id)
-        embedded = self.embedding(kept) * self.embedding_scale  # (B, S, E), unit variance
-        states = variational_dropout(embedded, self.dropout, self.training)
+        states = self._embedded(src, scan)
         for index, layer in enumerate(self.layers):
             layer_output = layer(states, src_lengths, scan=scan)
             outputs = layer_output.outputs  # (B, S, 2H)
@@ -85,3 +82,17 @@ class Encoder(nn.Module):
         positions = torch.arange(src.shape[1], device=src.device)  # (S,)
         src_mask = positions < src_lengths.to(src.device).unsqueeze(1)  # (B, S)
         return EncoderOutput(states, src_mask, final_hidden)
+
+    def _embedded(self, src: torch.Tensor, scan: bool) -> torch.Tensor | IndexedInputs:
+        """The first layer's inputs: src (B, S) embedded, (B, S, E), unit variance. Outside
+        training, where no dropout makes two occurrences of a word differ, as each distinct
+        word's embedding and where it occurs (`IndexedInputs`), so that the first layer computes
+        input gates once per word; for export (`scan`), as a plain tensor."""
+        if self.training or scan:
+            vocab_size = self.embedding.num_embeddings
+            rate = self.embedding_dropout
+            kept = word_dropout(src, vocab_size, rate, self.training, self.unk_id)
+            embedded = self.embedding(kept) * self.embedding_scale
+            return variational_dropout(embedded, self.dropout, self.training)
+        words, index = torch.unique(src, return_inverse=True)  # (U,), (B, S)
+        return IndexedInputs(self.embedding(words) * self.embedding_scale, index)

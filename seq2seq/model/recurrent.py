@@ -10,6 +10,9 @@ Speed by design:
   start at a real token and padding always comes last;
 - padding is handled by holding the state where a sequence has ended, and only from the first
   step at which some sequence has ended (length-bucketed batches rarely need it);
+- inputs that are rows of a table (an embedding's, outside training) come as `IndexedInputs`:
+  the input projection and its layer norm run once per distinct row, and one gather gives
+  every position its own;
 - with layer norm and recurrent dropout off, an LSTM runs torch's fused kernel on the very same
   parameters (`torch.lstm`, the function behind nn.LSTM).
 """
@@ -24,6 +27,19 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from seq2seq.model.cells import CellType, make_cell
 from seq2seq.model.dropout import sequence_mask
+
+
+class IndexedInputs(NamedTuple):
+    """A layer's inputs (B, T, I) given as their distinct rows and each position's row,
+    inputs = rows[index]: the input gates are then computed once per distinct row (a batch of
+    Multi30k test sentences holds 4-5x fewer distinct words than positions)."""
+
+    rows: torch.Tensor  # (U, I)
+    index: torch.Tensor  # (B, T) long, the row of each position
+
+    def dense(self) -> torch.Tensor:
+        """The inputs (B, T, I) themselves."""
+        return self.rows[self.index]
 
 
 class LayerOutput(NamedTuple):
@@ -85,27 +101,30 @@ class RecurrentLayer(nn.Module):
 
     def forward(
         self,
-        inputs: torch.Tensor,
+        inputs: torch.Tensor | IndexedInputs,
         lengths: torch.Tensor,
         keep_steps: bool = False,
         scan: bool = False,
     ) -> LayerOutput:
-        """inputs (B, T, I), lengths (B,) with 1 <= length <= T; `keep_steps` also returns every
-        step's state (for gradient probes: dL/dh(t) at each step); `scan` runs the loop as one
-        `torch.scan` over time instead of Python steps, the same function in a form that export
-        traces for any length (an ONNX Scan)."""
+        """inputs (B, T, I) or their `IndexedInputs`, lengths (B,) with 1 <= length <= T;
+        `keep_steps` also returns every step's state (for gradient probes: dL/dh(t) at each
+        step); `scan` runs the loop as one `torch.scan` over time instead of Python steps, the
+        same function in a form that export traces for any length (an ONNX Scan)."""
         if scan:
             return self._scan(inputs, lengths)
         if self.fused and not keep_steps:  # the fused kernel has no per-step tensors
-            return self._fused(inputs, lengths)
+            dense = inputs.dense() if isinstance(inputs, IndexedInputs) else inputs
+            return self._fused(dense, lengths)
         return self._loop(inputs, lengths, keep_steps)
 
-    def _loop(self, inputs: torch.Tensor, lengths: torch.Tensor, keep_steps: bool) -> LayerOutput:
+    def _loop(
+        self, inputs: torch.Tensor | IndexedInputs, lengths: torch.Tensor, keep_steps: bool
+    ) -> LayerOutput:
         cell_module = self.cell
-        batch, steps, _ = inputs.shape
         gates, backward_order, running = self._gates(inputs, lengths)
-        hidden, cell = self._initial_state(inputs)
-        mask = sequence_mask(hidden.shape, self.recurrent_dropout, inputs, self.training)
+        batch, steps = gates.shape[1:3]
+        hidden, cell = self._initial_state(gates)
+        mask = sequence_mask(hidden.shape, self.recurrent_dropout, hidden, self.training)
         shortest = int(lengths.min())
         recurrent_weight = cell_module.recurrent_weight()  # (D, H, G*H), cast once
         outputs = []
@@ -127,7 +146,7 @@ class RecurrentLayer(nn.Module):
         merged = self._merge(stacked, backward_order)
         return LayerOutput(merged, hidden, cell, outputs if keep_steps else None)
 
-    def _scan(self, inputs: torch.Tensor, lengths: torch.Tensor) -> LayerOutput:
+    def _scan(self, inputs: torch.Tensor | IndexedInputs, lengths: torch.Tensor) -> LayerOutput:
         """`_loop` without dropout or per-step states, as one torch.scan over time (torch 2.8+)."""
         from torch._higher_order_ops.scan import scan as torch_scan
 
@@ -144,37 +163,56 @@ class RecurrentLayer(nn.Module):
             carried = tuple(torch.where(running_now, new, old) for new, old in pairs)
             return carried, carried[0].clone()  # scan's outputs may not alias its carry
 
-        initial = tuple(state for state in self._initial_state(inputs) if state is not None)
+        initial = tuple(state for state in self._initial_state(gates) if state is not None)
         final, stacked = torch_scan(step, initial, (gates.permute(2, 0, 1, 3), running))
         stacked = stacked.permute(1, 2, 0, 3) * running.t().unsqueeze(-1)  # (D, B, T, H)
         cell = final[1] if len(final) == 2 else None
         return LayerOutput(self._merge(stacked, backward_order), final[0], cell)
 
     def _gates(
-        self, inputs: torch.Tensor, lengths: torch.Tensor
+        self, inputs: torch.Tensor | IndexedInputs, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Input gates of every step (D, B, T, G*H), the backward direction's reading order
         (B, T) (None with one direction), and which sequences are still running (T, B).
 
         The backward direction reads its inputs reversed, rather than its gates: the gather and
-        the stacking (and in backward their scatter) move I features a step instead of G*H."""
-        steps = inputs.shape[1]
+        the stacking (and in backward their scatter) move I features a step instead of G*H, or
+        with `IndexedInputs` one row index."""
+        indexed = isinstance(inputs, IndexedInputs)
+        steps = (inputs.index if indexed else inputs).shape[1]
         backward_order = None
         if self.cell.num_directions == 2:
             backward_order = reverse_within_lengths(lengths, steps)  # (B, T)
+        running = torch.arange(steps, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
+        if indexed:
+            return self._indexed_gates(inputs, backward_order), backward_order, running
+        if backward_order is not None:
             reading = torch.stack((inputs, gather_time(inputs, backward_order)))  # (D, B, T, I)
         else:
             reading = inputs.unsqueeze(0)  # (1, B, T, I)
-        gates = self.cell.project_input(reading)  # (D, B, T, G*H)
-        running = torch.arange(steps, device=lengths.device).unsqueeze(1) < lengths  # (T, B)
-        return gates, backward_order, running
+        return self.cell.project_input(reading), backward_order, running  # (D, B, T, G*H)
 
-    def _initial_state(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Zero hidden and (LSTM) cell state, (D, B, H) each."""
+    def _indexed_gates(
+        self, inputs: IndexedInputs, backward_order: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(D, B, T, G*H) input gates of `inputs`: those of each distinct row, (D, U, G*H), then
+        one gather of every direction's rows in its reading order."""
+        directions, (distinct, size) = self.cell.num_directions, inputs.rows.shape
+        rows = inputs.rows.expand(directions, 1, distinct, size)  # (D, 1, U, I)
+        table = self.cell.project_input(rows).view(directions * distinct, -1)  # (D*U, G*H)
+        index = inputs.index.unsqueeze(0)  # (1, B, T)
+        if backward_order is not None:
+            index = torch.stack((inputs.index, inputs.index.gather(1, backward_order)))
+        offsets = torch.arange(directions, device=index.device).view(-1, 1, 1) * distinct
+        gates = table.index_select(0, (index + offsets).flatten())  # (D*B*T, G*H)
+        return gates.view(*index.shape, table.shape[-1])
+
+    def _initial_state(self, gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Zero hidden and (LSTM) cell state, (D, B, H) each, for the input gates (D, B, T, G*H)."""
         cell_module = self.cell
-        shape = (cell_module.num_directions, inputs.shape[0], cell_module.hidden_size)
-        cell = inputs.new_zeros(shape) if cell_module.has_cell_state else None
-        return inputs.new_zeros(shape), cell
+        shape = (cell_module.num_directions, gates.shape[1], cell_module.hidden_size)
+        cell = gates.new_zeros(shape) if cell_module.has_cell_state else None
+        return gates.new_zeros(shape), cell
 
     def _merge(self, stacked: torch.Tensor, backward_order: torch.Tensor | None) -> torch.Tensor:
         """Step outputs (D, B, T, H) in reading order -> (B, T, D*H) in source order."""

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from seq2seq.model.recurrent import RecurrentLayer, reverse_within_lengths
+from seq2seq.model.recurrent import IndexedInputs, RecurrentLayer, reverse_within_lengths
 
 CELL_TYPES = ["lstm", "gru", "rnn"]
 
@@ -149,3 +149,40 @@ def test_gradients_do_not_depend_on_the_thread_count(bidirectional: bool) -> Non
         torch.set_num_threads(threads)
     for name, gradient in gradients[0].items():
         assert torch.equal(gradient, gradients[1][name]), name
+
+
+@pytest.mark.parametrize(
+    ("cell_type", "path"),
+    [(cell_type, path) for cell_type in CELL_TYPES for path in ("loop", "scan")]
+    + [("lstm", "fused")],
+)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_indexed_inputs_give_what_their_dense_inputs_give(
+    cell_type: str, bidirectional: bool, path: str
+) -> None:
+    """Inputs given as distinct rows and an index (rows repeat, padding is a row of its own):
+    the same outputs, states and gradients as the (B, T, I) tensor they stand for, on every
+    path (`scan`: export's; `fused`: torch's LSTM kernel)."""
+    torch.manual_seed(0)
+    fused = path == "fused"
+    layer = RecurrentLayer(cell_type, 5, 6, bidirectional, layer_norm=not fused, fused=fused)
+    layer = layer.double()
+    rows = torch.randn(4, 5, dtype=torch.double)
+    index = torch.tensor([[1, 2, 1, 3, 2, 1, 2], [2, 3, 2, 0, 0, 0, 0], [3, 1, 1, 1, 2, 0, 0]])
+    lengths = torch.tensor([7, 3, 5])
+    results = []
+    for make_inputs in (lambda r: r[index], lambda r: IndexedInputs(r, index)):
+        weights = rows.clone().requires_grad_()
+        output = layer(make_inputs(weights), lengths, scan=path == "scan")
+        (output.outputs.square().sum() + output.hidden.sum()).backward()
+        grads = [weights.grad, *(p.grad.clone() for p in layer.parameters() if p.grad is not None)]
+        layer.zero_grad()
+        results.append((output.outputs, output.hidden, output.cell, grads))
+    (dense_out, dense_hidden, dense_cell, dense_grads) = results[0]
+    (indexed_out, indexed_hidden, indexed_cell, indexed_grads) = results[1]
+    torch.testing.assert_close(indexed_out, dense_out)
+    torch.testing.assert_close(indexed_hidden, dense_hidden)
+    torch.testing.assert_close(indexed_cell, dense_cell)
+    assert len(indexed_grads) == len(dense_grads)
+    for indexed_grad, dense_grad in zip(indexed_grads, dense_grads, strict=True):
+        torch.testing.assert_close(indexed_grad, dense_grad)

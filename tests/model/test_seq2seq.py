@@ -4,6 +4,7 @@ import torch
 from seq2seq.model import decoder as decoder_module
 from seq2seq.model.cells import CELL_TYPES
 from seq2seq.model.loss import label_smoothed_loss
+from seq2seq.model.recurrent import IndexedInputs, RecurrentLayer
 from seq2seq.model.seq2seq import Seq2Seq, Seq2SeqConfig
 from tests import models
 from tests.models import SMALL_SIZES as SMALL
@@ -110,6 +111,35 @@ def test_a_sentence_alone_and_inside_a_padded_batch_give_the_same_result() -> No
             torch.testing.assert_close(batched[row], alone[0])
             memory = model.encode(src[row : row + 1, :length], lengths[row : row + 1]).memory
             torch.testing.assert_close(encoded.memory[row, :length], memory[0])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_encoder_reads_each_distinct_word_once_outside_training(
+    layers: int, monkeypatch
+) -> None:
+    """In eval mode the first layer gets each distinct source word's embedding and where it
+    occurs (IndexedInputs), and the memory is the one the plain (B, S, E) inputs give: those
+    of train mode with every dropout off."""
+    model = small_model(
+        encoder_layers=layers, embedding_dropout=0.0, dropout=0.0, recurrent_dropout=0.0
+    )
+    src, lengths = source_batch()
+    given = []
+    original = RecurrentLayer.forward
+
+    def spy(layer: RecurrentLayer, inputs, *args, **kwargs):
+        given.append(type(inputs))
+        return original(layer, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(RecurrentLayer, "forward", spy)
+    with torch.no_grad():
+        plain = model.train().encode(src, lengths)
+        assert given == [torch.Tensor] * layers
+        given.clear()
+        indexed = model.eval().encode(src, lengths)
+        assert given == [IndexedInputs] + [torch.Tensor] * (layers - 1)
+    for indexed_part, plain_part in zip(indexed, plain, strict=True):
+        torch.testing.assert_close(indexed_part, plain_part)
 
 
 def test_logits_at_positions_are_the_full_logits_rows_with_the_same_gradients() -> None:
