@@ -87,7 +87,8 @@ class Encoder(nn.Module):
         """The first layer's inputs: src (B, S) embedded, (B, S, E), unit variance. Outside
         training, where no dropout makes two occurrences of a word differ, as each distinct
         word's embedding and where it occurs (`IndexedInputs`), so that the first layer computes
-        input gates once per word; for export (`scan`), as a plain tensor."""
+        input gates once per word; for export (`scan`), which traces the plain form, as a
+        tensor."""
         if self.training or scan:
             vocab_size = self.embedding.num_embeddings
             rate = self.embedding_dropout
