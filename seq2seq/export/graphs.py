@@ -61,11 +61,12 @@ class DecoderStepGraph(nn.Module):
         self.model = model
         scored = model.search_weights()
         tied = model.decoder.output.weight is model.decoder.embedding.weight
+        words = scored.words  # the output layer's V' rows alone: no aligned rows in the graph
         tables = {
             "embedding_projections": scored.embedding_projections,
             "embeddings": scored.embeddings,
-            "output_weight": None if tied else scored.output_weight,  # tied: the embeddings
-            "output_bias": scored.output_bias,
+            "output_weight": None if tied else scored.output_weight[:words],  # tied: embeddings
+            "output_bias": scored.output_bias[:words],
         }
         for name, table in tables.items():
             kept = None if table is None else table.clone()

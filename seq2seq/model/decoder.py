@@ -37,24 +37,54 @@ class SearchWeights(NamedTuple):
     """What every search step reads, built once from the current parameters by whoever owns
     the search (`Decoder.search_weights`) and passed in with the initial state. Row v of the
     per-word tables is the step's token id v: the v-th of the decoder's output words, or of a
-    shortlist's (`restricted`)."""
+    shortlist's (`restricted`).
+
+    The output layer's tables may hold rows past the V' words (`aligned_output_rows`): their
+    logits are -inf and the step's log-probabilities leave them out (`Seq2Seq.step`)."""
 
     embedding_projections: torch.Tensor  # (V', G*H) first layer's input projection of each word
     step: StepWeights
     embeddings: torch.Tensor  # (V', E) each word's target embedding, unscaled
-    output_weight: torch.Tensor  # (V', E) the output layer's row of each word
-    output_bias: torch.Tensor  # (V',)
+    output_weight: torch.Tensor  # (V'', E) the output layer's row of each word, V'' >= V'
+    output_bias: torch.Tensor  # (V'',) -inf past the V' words
+
+    @property
+    def words(self) -> int:
+        """V', the words a step scores: the columns of its log-probabilities."""
+        return self.embeddings.shape[0]
 
     def restricted(self, vocabulary: torch.Tensor) -> SearchWeights:
         """The weights of a search over `vocabulary` (V'',) rows of these alone: its steps read
         and score those words only, token id i standing for row vocabulary[i], and their
         log-softmax normalizes over them."""
+        output_weight, output_bias = aligned_output_rows(
+            self.output_weight.index_select(0, vocabulary),
+            self.output_bias.index_select(0, vocabulary),
+        )
         return self._replace(
             embedding_projections=self.embedding_projections.index_select(0, vocabulary),
             embeddings=self.embeddings.index_select(0, vocabulary),
-            output_weight=self.output_weight.index_select(0, vocabulary),
-            output_bias=self.output_bias.index_select(0, vocabulary),
+            output_weight=output_weight,
+            output_bias=output_bias,
         )
+
+
+OUTPUT_ROWS_MULTIPLE = 16  # 64 bytes of fp32 logits: a cache line
+
+
+def aligned_output_rows(
+    weight: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output layer's (V', E) weight and (V',) bias with zero rows and -inf biases appended
+    up to a multiple of OUTPUT_ROWS_MULTIPLE rows, so that each row of the step's logits starts
+    on a cache line. MKL's fp32 GEMM writing (rows, 3,851) logits (the reference config's
+    scored words) ran at 57-114 GFLOP/s on an AMD EPYC, with a 3,856-float row stride at
+    154-189 (docs/performance.md); the real columns are the same either way."""
+    extra = -weight.shape[0] % OUTPUT_ROWS_MULTIPLE
+    if extra == 0:
+        return weight, bias
+    weight = nn.functional.pad(weight, (0, 0, 0, extra))
+    return weight, nn.functional.pad(bias, (0, extra), value=float("-inf"))
 
 
 @dataclass
@@ -215,13 +245,16 @@ class Decoder(nn.Module):
         each of them, (V', G*H): a row gather per step instead of a GEMM. Building the table
         costs V' x E x G*H multiply-adds, about what V' one-row decoder steps spend on the
         projection, so a search builds it once when it starts (under autocast: in autocast's
-        dtype), and a model whose weights change needs a new one."""
+        dtype), and a model whose weights change needs a new one. The output layer's rows are
+        aligned (`aligned_output_rows`)."""
         weights = self.step_weights()
         embeddings, output_weight, output_bias = self._scored_rows(
             self.embedding.weight, self.output.weight, self.output.bias
         )  # (V', E), (V', E), (V',)
         table = (embeddings * self.embedding_scale) @ weights.input[0].t()  # (V', G*H)
-        output_weight, output_bias = cast_once(output_weight), cast_once(output_bias)
+        output_weight, output_bias = aligned_output_rows(
+            cast_once(output_weight), cast_once(output_bias)
+        )  # (V'', E), (V'',)
         return SearchWeights(table, weights, embeddings, output_weight, output_bias)
 
     def forward(
@@ -271,7 +304,8 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One step from previous tokens (B,): logits (B, V'), next state, attention (B, S).
         Token ids and columns are positions in `output_words()`; in search
-        (state.search_weights), in the search weights' vocabulary (SearchWeights.restricted)."""
+        (state.search_weights), in the search weights' vocabulary (SearchWeights.restricted),
+        and the logits have a column per row of its output layer, -inf past its words."""
         search = state.search_weights
         if search is None:
             embedded = self._embed(self.output_words()[tokens].unsqueeze(1))[:, 0]  # (B, E)
@@ -301,7 +335,8 @@ class Decoder(nn.Module):
         logits = nn.functional.linear(_masked(torch.tanh(pre_output), output_mask), *output)
         if state.outside is not None:  # each sentence's K = B / sentences adjacent rows
             by_sentence = logits.view(state.outside.shape[0], -1, logits.shape[-1])
-            by_sentence.masked_fill_(state.outside.unsqueeze(1), float("-inf"))
+            words = by_sentence[..., : state.outside.shape[-1]]  # (sentences, K, V')
+            words.masked_fill_(state.outside.unsqueeze(1), float("-inf"))
         return logits, state, attention
 
     def _projected_pre_output(

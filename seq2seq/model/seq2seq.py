@@ -239,7 +239,7 @@ class Seq2Seq(nn.Module):
         """The search API: previous tokens (B,) -> log-probabilities (B, V'), state, attention;
         token ids and columns are positions in `output_words()` (or in the vocabulary the state
         was started with: `initial_state`)."""
-        logits, state, attention = self.decoder.step(state, tokens)
+        logits, state, attention = self.decoder.step(state, tokens)  # (B, V'' >= V')
         # at least fp32 under autocast too: beam scores add up over the whole output
         dtype = torch.promote_types(logits.dtype, torch.float32)
         if logits.dtype == dtype and not logits.requires_grad:
@@ -247,4 +247,7 @@ class Seq2Seq(nn.Module):
             log_probs = torch.log_softmax(logits, dim=-1, out=logits)
         else:
             log_probs = torch.log_softmax(logits, dim=-1, dtype=dtype)
-        return StepOutput(log_probs, state, attention)
+        # the output layer's aligned rows (SearchWeights) past the words: -inf logits, left out
+        # after the log-softmax, which runs faster over whole rows than over a strided view
+        words = logits.shape[-1] if state.search_weights is None else state.search_weights.words
+        return StepOutput(log_probs[:, :words], state, attention)

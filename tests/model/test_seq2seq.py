@@ -272,6 +272,39 @@ def test_search_weights_give_the_step_of_the_current_parameters() -> None:
         assert not torch.allclose(two_steps(table), two_steps(None))  # a stale table shows
 
 
+def test_the_output_layers_aligned_rows_change_no_log_probability() -> None:
+    """Search weights pad the output layer's 60 rows to 64 (zero weights, -inf biases: rows of
+    logits aligned for the GEMM); a step's log-probabilities have a column per word alone and
+    equal those of the unpadded rows, also over a vocabulary of 11 words (re-padded to 16) with
+    a word one sentence may not use."""
+    model = small_model().eval()
+    src, lengths = source_batch()
+    tokens = torch.tensor([5, 6, 7])
+    words = torch.tensor([0, 1, 2, 3, 5, 6, 7, 9, 11, 20, 31])
+    outside = torch.zeros(3, 11, dtype=torch.bool)
+    outside[1, 4] = True
+    with torch.no_grad():
+        encoded = model.encode(src, lengths)
+        aligned = model.search_weights()
+        plain = aligned._replace(
+            output_weight=aligned.output_weight[:60], output_bias=aligned.output_bias[:60]
+        )
+        assert aligned.output_weight.shape == (64, SMALL["embedding_size"])
+        assert not aligned.output_weight[60:].any()
+        assert torch.isneginf(aligned.output_bias[60:]).all()
+        log_probs = model.step(model.initial_state(encoded, aligned), tokens).log_probs
+        expected = model.step(model.initial_state(encoded, plain), tokens).log_probs
+        assert log_probs.shape == (3, 60)
+        torch.testing.assert_close(log_probs, expected)
+        assert aligned.restricted(words).output_weight.shape[0] == 16
+        state = model.initial_state(encoded, aligned, (words, outside))
+        chosen = model.step(state, torch.tensor([4, 5, 6])).log_probs  # words 5, 6, 7
+    assert chosen.shape == (3, 11)
+    assert torch.isneginf(chosen[1, 4]) and torch.isfinite(chosen[0]).all()
+    allowed = expected[:, words].masked_fill(outside, float("-inf"))
+    torch.testing.assert_close(chosen, allowed.log_softmax(dim=-1))
+
+
 def expected_parameters(
     src_vocab: int,
     tgt_vocab: int,
