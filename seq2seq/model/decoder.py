@@ -77,9 +77,9 @@ def aligned_output_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The output layer's (V', E) weight and (V',) bias with zero rows and -inf biases appended
     up to a multiple of OUTPUT_ROWS_MULTIPLE rows, so that each row of the step's logits starts
-    on a cache line. MKL's fp32 GEMM writing (rows, 3,851) logits (the reference config's
-    scored words) ran at 57-114 GFLOP/s on an AMD EPYC, with a 3,856-float row stride at
-    154-189 (docs/performance.md); the real columns are the same either way."""
+    on a cache line. On an AMD EPYC, MKL's fp32 GEMM writing rows of 3,851 logits (the
+    reference config's scored words) ran up to 1.57x slower than writing rows of 3,856, the
+    more rows the slower (docs/performance.md); the real columns are the same either way."""
     extra = -weight.shape[0] % OUTPUT_ROWS_MULTIPLE
     if extra == 0:
         return weight, bias
