@@ -305,7 +305,8 @@ class Decoder(nn.Module):
         """One step from previous tokens (B,): logits (B, V'), next state, attention (B, S).
         Token ids and columns are positions in `output_words()`; in search
         (state.search_weights), in the search weights' vocabulary (SearchWeights.restricted),
-        and the logits have a column per row of its output layer, -inf past its words."""
+        and the logits are (B, V''): a column per row of its output layer, -inf past its V'
+        words (`aligned_output_rows`)."""
         search = state.search_weights
         if search is None:
             embedded = self._embed(self.output_words()[tokens].unsqueeze(1))[:, 0]  # (B, E)
